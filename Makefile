@@ -1,0 +1,37 @@
+# `make demo` and `make test` work on a fresh machine: each creates .venv and installs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DATA_DIR ?= data
+WORKERS ?= 2
+
+.PHONY: install demo demo-data test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[beam,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo-data: $(STAMP)
+	$(BIN)/python -m preprocessing.build --dataset oscar_demo --data_dir $(DATA_DIR) --workers $(WORKERS)
+
+demo: demo-data
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -n $(WORKERS) -q
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python -m preprocessing.bench --data_dir /tmp/oscar-bench --workers $(WORKERS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""TFDS builders of scene-graph records: oscar_demo, psbattles24k, distractors."""

@@ -1,0 +1,223 @@
+"""`oscar_demo`: the embedded data set, built from what the project's dependencies ship.
+
+Originals come from three places, none downloaded:
+
+* the sample photos inside scikit-image (`skimage/data`) and matplotlib (`mpl-data/sample_data`);
+* crops of those photos at several scales, each a further original;
+* procedurally generated scenes whose objects are known exactly (`manipulations.generate_scene`).
+
+Each original gets `variants` manipulated versions from the scripted local edits of
+`preprocessing.manipulations` (object insertion spliced from another original of the same
+split, removal by inpainting, recolouring, copy-move, a caption, a local warp). Every image,
+original or manipulated, is stored as view 0 (untouched) and as benign views drawn with the
+*train* ranges of `preprocessing.transforms` in the train split and the *test* ranges in the
+test split. The split is by source photo or scene, so no original, nor any crop of the same
+photo, appears in both splits.
+
+Build it with `python -m preprocessing.build --dataset oscar_demo` (config `default`), or the
+`tiny` config for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+
+from preprocessing import manipulations, transforms
+from preprocessing.datasets import base
+from preprocessing.images import decode_image
+
+# Photos inside scikit-image: (file, note). Near-duplicates (the right motorcycle view, the
+# chessboards) are left out so that no two originals show the same scene.
+SKIMAGE_PHOTOS = (
+    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
+    "coffee.png", "coins.png", "color.png", "grass.png", "gravel.png", "hubble_deep_field.jpg",
+    "ihc.png", "logo.png", "moon.png", "motorcycle_left.png", "page.png", "phantom.png",
+    "retina.jpg", "rocket.jpg", "text.png",
+)
+MATPLOTLIB_PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png")
+
+
+def photo_paths() -> dict[str, str]:
+    """Name -> path of every sample photo shipped inside the installed dependencies."""
+    import matplotlib
+    import skimage
+
+    skimage_dir = os.path.join(os.path.dirname(skimage.__file__), "data")
+    mpl_dir = os.path.join(matplotlib.get_data_path(), "sample_data")
+    paths = {}
+    for directory, files in ((skimage_dir, SKIMAGE_PHOTOS), (mpl_dir, MATPLOTLIB_PHOTOS)):
+        for file in files:
+            path = os.path.join(directory, file)
+            if os.path.isfile(path):
+                paths[os.path.splitext(file)[0].lower()] = path
+    if not paths:
+        raise FileNotFoundError(
+            "no sample photos found inside scikit-image or matplotlib; reinstall them with "
+            "`make install`"
+        )
+    return paths
+
+
+@dataclasses.dataclass(eq=False)
+class DemoConfig(base.SceneGraphConfig):
+    """Sizes of the demo data set (on top of the record shapes of SceneGraphConfig).
+
+    Attributes:
+      photos: whether the sample photos (and their crops) are originals.
+      max_photos: use at most this many sample photos (0: all).
+      crop_scales: each photo also gives one crop at each of these fractions of its side.
+      num_scenes: procedurally generated scenes.
+      image_size: originals are resized so their longer side is at most this.
+      variants: manipulated versions per original.
+      train_views: benign views per image in the train split (besides view 0).
+      test_views: benign views per image in the test split (besides view 0).
+      test_fraction: fraction of photos and of scenes held out for the test split.
+    """
+
+    photos: bool = True
+    max_photos: int = 0
+    crop_scales: tuple[float, ...] = (0.45, 0.65)
+    num_scenes: int = 48
+    image_size: int = 256
+    variants: int = 2
+    train_views: int = 4
+    test_views: int = 4
+    test_fraction: float = 0.25
+
+
+class OscarDemoMaker(base.SceneGraphMaker):
+    """Makes one demo record: original -> optional manipulation -> benign view -> graph."""
+
+    config: DemoConfig
+
+    def view_of(self, item: base.WorkItem):
+        spec = item.spec
+        image, masks = self.original(spec["original"])
+        if spec["variant"] > 0:
+            donor, donor_masks = self.original(spec["donor"])
+            rng = base.item_rng(self.config.seed, "manipulation", spec["identity"], spec["variant"])
+            edited = manipulations.random_manipulation(
+                image, rng, masks=masks, donor=donor, donor_masks=donor_masks
+            )
+            image, masks = edited.image, edited.masks
+        if spec["view"] == 0:
+            return image, masks, "", item.key
+        rng = base.item_rng(self.config.seed, "view", item.key)
+        view = transforms.random_view(image, rng, spec["ranges"], masks=masks)
+        return view.image, view.masks, view.description, item.key
+
+    def original(self, spec: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        """The original image (and, for scenes, its object masks) described by `spec`."""
+        if spec["kind"] == "scene":
+            rng = base.item_rng(self.config.seed, "scene", spec["index"])
+            size = self.config.image_size
+            scene = manipulations.generate_scene(rng, height=size, width=size)
+            return scene.image, scene.masks
+        image = _photo(spec["path"], self.config.image_size if spec["scale"] >= 1 else 0)
+        if spec["scale"] < 1:
+            height, width = image.shape[:2]
+            crop_h, crop_w = int(height * spec["scale"]), int(width * spec["scale"])
+            rng = base.item_rng(self.config.seed, "crop", spec["name"])
+            top = int(rng.integers(0, height - crop_h + 1))
+            left = int(rng.integers(0, width - crop_w + 1))
+            image = _fit(image[top : top + crop_h, left : left + crop_w], self.config.image_size)
+        return image, None
+
+
+@functools.lru_cache(maxsize=8)
+def _photo(path: str, max_side: int) -> np.ndarray:
+    image = decode_image(path)
+    return _fit(image, max_side) if max_side else image
+
+
+def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrinks `image` so its longer side is at most `max_side` (never enlarges)."""
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return np.ascontiguousarray(image)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _held_out(names: list[str], fraction: float, seed: int) -> set[str]:
+    """A deterministic `fraction` of `names` (at least one when there are two or more)."""
+    if len(names) < 2 or fraction <= 0:
+        return set()
+    count = min(len(names) - 1, max(1, round(fraction * len(names))))
+    return set(sorted(names, key=lambda n: base.stable_hash(seed, "split", n))[:count])
+
+
+class OscarDemo(base.SceneGraphBuilder):
+    """Embedded demo data: sample photos, their crops and generated scenes, with scripted
+    local manipulations and benign views; split by source photo or scene."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    BUILDER_CONFIGS = [
+        DemoConfig(name="default", description="The demo set that `make demo` trains on.",
+                   max_objects=8, crop_size=64, global_size=128),
+        DemoConfig(name="tiny", description="A few records, for tests.", max_objects=4,
+                   crop_size=32, global_size=64, max_photos=3, crop_scales=(0.6,), num_scenes=3,
+                   image_size=96, variants=1, train_views=1, test_views=1, test_fraction=0.34),
+        DemoConfig(name="scenes", description="Generated scenes only, ground-truth detector.",
+                   max_objects=8, crop_size=64, global_size=128, photos=False, num_scenes=96,
+                   detector="oracle"),
+    ]
+
+    def make_maker(self) -> OscarDemoMaker:
+        return OscarDemoMaker(self.builder_config)
+
+    def originals(self) -> list[dict]:
+        """Every original as a spec dict: kind, name, group (the split unit), split."""
+        config: DemoConfig = self.builder_config
+        originals = []
+        if config.photos:
+            paths = photo_paths()
+            names = sorted(paths)[: config.max_photos or None]
+            held_out = _held_out(names, config.test_fraction, config.seed)
+            for name in names:
+                split = "test" if name in held_out else "train"
+                for scale in (1.0, *config.crop_scales):
+                    label = name if scale >= 1 else f"{name}@{scale:g}"
+                    originals.append(dict(kind="photo", name=label, group=name, split=split,
+                                          path=paths[name], scale=scale))
+        scene_names = [f"scene{index:04d}" for index in range(config.num_scenes)]
+        held_out = _held_out(scene_names, config.test_fraction, config.seed)
+        for index, name in enumerate(scene_names):
+            split = "test" if name in held_out else "train"
+            originals.append(dict(kind="scene", name=name, group=name, split=split, index=index))
+        return originals
+
+    def work_items(self, manual_dir):
+        del manual_dir  # everything is embedded
+        config: DemoConfig = self.builder_config
+        originals = self.originals()
+        items: dict[str, list[base.WorkItem]] = {"train": [], "test": []}
+        for identity, original in enumerate(originals):
+            split = original["split"]
+            donors = [o for o in originals
+                      if o["split"] == split and o["group"] != original["group"]]
+            views = config.train_views if split == "train" else config.test_views
+            for variant in range(config.variants + 1):
+                donor = None
+                if variant > 0:
+                    rng = base.item_rng(config.seed, "donor", identity, variant)
+                    donor = donors[int(rng.integers(len(donors)))] if donors else original
+                for view in range(views + 1):
+                    key = f"{original['name']}/{variant}/{view}"
+                    spec = dict(identity=identity, variant=variant, view=view, ranges=split,
+                                original=original, donor=donor)
+                    source = original.get("path", f"generated:{original['name']}")
+                    items[split].append(base.WorkItem(key, split, source, spec))
+        return {split: batch for split, batch in items.items() if batch}
+
+    def extra_metadata(self) -> dict:
+        return {"originals": [{k: v for k, v in o.items() if k != "path"}
+                              for o in self.originals()]}
