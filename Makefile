@@ -30,8 +30,13 @@ test: $(STAMP) lint
 format: $(STAMP)
 	$(BIN)/ruff format .
 
+# Records per second of a from-scratch demo build, three runs (see BENCHMARKS.md).
 bench: $(STAMP)
-	$(BIN)/python -m preprocessing.bench --data_dir /tmp/oscar-bench --workers $(WORKERS)
+	for run in 1 2 3; do \
+	  rm -rf /tmp/oscar-bench; \
+	  $(BIN)/python -m preprocessing.build --dataset oscar_demo --data_dir /tmp/oscar-bench \
+	    --workers $(WORKERS) 2>/dev/null | grep records/s; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
