@@ -208,10 +208,11 @@ def run_items(
         chunk_print = fingerprint([maker_print, [(it.key, it.spec) for it in chunk]])
         paths.append(os.path.join(work_dir, f"chunk-{chunk_print}.pkl"))
     pending = [i for i, path in enumerate(paths) if not os.path.exists(path)]
+    pending_set = set(pending)
 
     outcomes: list[Outcome] = []
     with tqdm.tqdm(total=len(items), desc=desc, unit="rec", dynamic_ncols=True) as bar:
-        bar.update(sum(len(chunks[i]) for i in range(len(chunks)) if i not in set(pending)))
+        bar.update(sum(len(chunk) for i, chunk in enumerate(chunks) if i not in pending_set))
         pool = None
         if workers > 0 and len(pending) > 1:
             context = multiprocessing.get_context("spawn")
@@ -219,7 +220,6 @@ def run_items(
             computed = pool.imap(_make_chunk, [(maker, chunks[i]) for i in pending])
         else:
             computed = (_make_chunk((maker, chunks[i])) for i in pending)
-        pending_set = set(pending)
         try:
             for i, path in enumerate(paths):
                 if i in pending_set:
@@ -375,13 +375,10 @@ class SceneGraphBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         )
 
     def _split_generators(self, dl_manager):
-        manual_dir = None
         try:
             manual_dir = os.fspath(dl_manager.manual_dir)
         except AssertionError:
-            manual_dir = None  # the builder declares no manual download
-        except Exception:
-            manual_dir = None
+            manual_dir = None  # none declared, or the folder is missing: work_items says so
         self._dropped = []
         splits = self.work_items(manual_dir)
         write_outcomes(os.path.join(self.work_dir, "dropped.jsonl"), self._dropped)
