@@ -375,10 +375,12 @@ class SceneGraphBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         )
 
     def _split_generators(self, dl_manager):
-        try:
-            manual_dir = os.fspath(dl_manager.manual_dir)
-        except AssertionError:
-            manual_dir = None  # none declared, or the folder is missing: work_items says so
+        manual_dir = None
+        if self.MANUAL_DOWNLOAD_INSTRUCTIONS:
+            try:
+                manual_dir = os.fspath(dl_manager.manual_dir)
+            except AssertionError:
+                pass  # the folder is missing; work_items explains what to put where
         self._dropped = []
         splits = self.work_items(manual_dir)
         write_outcomes(os.path.join(self.work_dir, "dropped.jsonl"), self._dropped)
