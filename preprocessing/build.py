@@ -208,6 +208,26 @@ def build(
     return result
 
 
+def export_views(
+    dataset: str,
+    out_dir: str,
+    *,
+    data_dir: str = DEFAULT_DATA_DIR,
+    config: str | base.SceneGraphConfig = "default",
+    manual_dir: str | None = None,
+) -> dict:
+    """Writes every view of a data set as `out_dir/<key>.png`, for detection elsewhere.
+
+    Returns the outcome summary of the export (one outcome per view or dropped input).
+    """
+    if isinstance(config, str):
+        config = make_config(dataset, config)
+    builder = DATASETS[dataset](data_dir=os.path.abspath(data_dir), config=config)
+    if dataset == "psbattles24k" and manual_dir is None:
+        manual_dir = os.path.join(os.path.abspath(data_dir), "downloads", "manual")
+    return base.summarize(builder.export_views(os.path.abspath(out_dir), manual_dir))
+
+
 def format_summary(result: BuildResult) -> str:
     """The outcome table printed at the end of a build."""
     summary = result.summary
@@ -242,6 +262,8 @@ flags.DEFINE_multi_string("set", [], "field=value override of the builder config
 flags.DEFINE_bool("beam", False, "Run as an Apache Beam pipeline (DirectRunner).")
 flags.DEFINE_integer("beam_workers", 0, "DirectRunner worker processes.")
 flags.DEFINE_bool("overwrite", False, "Rewrite the records even if they exist.")
+flags.DEFINE_string("export_views", None, "Write every view as DIR/<key>.png instead of "
+                    "building, to run a detector elsewhere and come back with coco_json.")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -254,6 +276,12 @@ def main(argv: Sequence[str]) -> int:
             detector_options=_parse_options(FLAGS.detector_option, typed=True),
             input_path=FLAGS.input, config_name=FLAGS.config_name,
         )
+        if FLAGS.export_views:
+            summary = export_views(FLAGS.dataset, FLAGS.export_views, data_dir=FLAGS.data_dir,
+                                   config=config, manual_dir=FLAGS.manual_dir)
+            print(f"exported {summary['totals']['ok']} views to {FLAGS.export_views}; "
+                  f"{summary['totals']['error']} errors {summary['reasons']}")
+            return 1 if summary["totals"]["error"] else 0
         result = build(FLAGS.dataset, data_dir=FLAGS.data_dir, config=config,
                        workers=FLAGS.workers, manual_dir=FLAGS.manual_dir, beam=FLAGS.beam,
                        beam_workers=FLAGS.beam_workers, overwrite=FLAGS.overwrite)

@@ -295,3 +295,38 @@ def test_distractors_give_every_file_one_outcome(tmp_path):
     assert len(records) == result.summary["totals"]["ok"]
     assert all(r["identity"] < 0 for r in records.values())
     assert base.summarize(list(outcomes.values()))["totals"]["inputs"] == len(files)
+
+
+def test_exported_views_come_back_through_coco_json(tmp_path, micro_build):
+    from pycocotools import mask as mask_utils
+
+    from preprocessing.images import decode_image
+
+    views = tmp_path / "views"
+    summary = build.export_views("oscar_demo", str(views), data_dir=str(tmp_path),
+                                 config=micro_config())
+    assert summary["totals"]["ok"] == micro_build.summary["totals"]["ok"]
+    # What a detector run elsewhere would return: one object, the centre quarter of each view.
+    results = {}
+    for path in sorted(views.rglob("*.png")):
+        height, width = decode_image(path).shape[:2]
+        mask = np.zeros((height, width), np.uint8, order="F")
+        top, left = height // 4, width // 4
+        mask[top : top + height // 2, left : left + width // 2] = 1
+        rle = mask_utils.encode(mask)
+        rle["counts"] = rle["counts"].decode()
+        box = [left, top, width // 2, height // 2]
+        results[str(path.relative_to(views))] = [
+            {"bbox": box, "score": 0.9, "category_id": 1, "segmentation": rle}]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert len(results) == summary["totals"]["ok"]
+
+    config = build.make_config("oscar_demo", "tiny", overrides={**MICRO, "detector": "coco_json"},
+                               detector_options={"path": str(tmp_path / "results.json")},
+                               config_name="micro-coco")
+    result = build.build("oscar_demo", data_dir=str(tmp_path / "data"), config=config,
+                         verbose=False)
+    assert result.summary["totals"]["error"] == 0, result.summary["reasons"]
+    for record in read_records(result.builder.data_dir).values():
+        assert record["node_mask"].sum() == 2  # the imported object and the background
+        np.testing.assert_allclose(record["geometry"][0][:4], [0.5, 0.5, 0.5, 0.5], atol=0.03)

@@ -80,6 +80,12 @@ class Outcome:
 RecordMaker = Callable[[WorkItem], dict]
 
 
+def view_name(key: str) -> str:
+    """The file name a stored view has when exported, and the name detections are looked up
+    by (`coco_json`): the record key plus `.png`."""
+    return f"{key}.png"
+
+
 def stable_hash(*parts: Any) -> int:
     """A 63-bit hash of `parts` that is the same in every process and Python version."""
     digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
@@ -396,6 +402,30 @@ class SceneGraphBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             return _beam_transform(items, maker, split_dir)
         return run_items(items, maker, work_dir=split_dir, workers=self.workers,
                          desc=f"{self.name}/{split}")
+
+    def export_views(self, out_dir: str, manual_dir: str | None = None) -> list[Outcome]:
+        """Writes every view the detector would see as `out_dir/<key>.png` (lossless).
+
+        Run a detector elsewhere on these files (e.g. Mask R-CNN on a GPU machine), save COCO
+        results keyed by the same relative file names, and build with
+        `--detector coco_json --detector_option path=results.json`.
+        """
+        self._dropped = []
+        items = [it for batch in self.work_items(manual_dir).values() for it in batch]
+        maker = self.make_maker()
+
+        def export(item: WorkItem) -> dict:
+            from preprocessing.images import encode_png
+
+            image, _, _, name = maker.view_of(item)
+            path = os.path.join(out_dir, name.lstrip(os.sep))  # never outside out_dir
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _atomic_write_bytes(path, encode_png(image))
+            return {}
+
+        results = [make_one(export, item)[0]
+                   for item in tqdm.tqdm(items, desc=f"{self.name}/export", unit="view")]
+        return self._dropped + results
 
     def outcomes(self) -> list[Outcome]:
         """Every outcome of the last build: dropped inputs, then each split's items."""

@@ -62,7 +62,7 @@ class DistractorMaker(base.SceneGraphMaker):
 
     def view_of(self, item: base.WorkItem):
         image = _fit(decode_image(item.spec["path"]), self.config.max_side)
-        return image, None, "", os.path.basename(item.spec["path"])
+        return image, None, "", base.view_name(item.key)
 
 
 class Distractors(base.SceneGraphBuilder):

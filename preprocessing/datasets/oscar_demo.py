@@ -107,10 +107,10 @@ class OscarDemoMaker(base.SceneGraphMaker):
             )
             image, masks = edited.image, edited.masks
         if spec["view"] == 0:
-            return image, masks, "", item.key
+            return image, masks, "", base.view_name(item.key)
         rng = base.item_rng(self.config.seed, "view", item.key)
         view = transforms.random_view(image, rng, spec["ranges"], masks=masks)
-        return view.image, view.masks, view.description, item.key
+        return view.image, view.masks, view.description, base.view_name(item.key)
 
     def original(self, spec: dict) -> tuple[np.ndarray, np.ndarray | None]:
         """The original image (and, for scenes, its object masks) described by `spec`."""

@@ -126,13 +126,13 @@ class PSBattlesMaker(base.SceneGraphMaker):
         spec = item.spec
         image = _fit(decode_image(spec["path"]), self.config.max_side)
         if spec["view"] == 0:
-            return image, None, "", spec["name"]
+            return image, None, "", base.view_name(item.key)
         rng = base.item_rng(self.config.seed, "view", item.key)
         if spec.get("single"):
             view = transforms.single_view(image, spec["single"], rng, "test")
         else:
             view = transforms.random_view(image, rng, spec["ranges"])
-        return view.image, None, view.description, f"{item.key}.jpg"
+        return view.image, None, view.description, base.view_name(item.key)
 
 
 def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -261,8 +261,7 @@ class Psbattles24k(base.SceneGraphBuilder):
 
         def add(split, original_id, variant, view, path, identity, **extra):
             key = f"{original_id}/{variant}/{extra.pop('tag', view)}"
-            name = os.path.relpath(path, root)
-            spec = dict(identity=identity, variant=variant, view=view, path=path, name=name,
+            spec = dict(identity=identity, variant=variant, view=view, path=path,
                         ranges="train" if split in ("train", "validation") else "test", **extra)
             items[split].append(base.WorkItem(key, split, path, spec))
 
