@@ -1,0 +1,176 @@
+"""Hashing layer (paper section 3.4, eqs. 9-10), the Table 2 hash-loss ablations, bit packing.
+
+Training side (JAX): ``u = sign(z)`` in {-1, 1} forward with the gradient passed straight
+through (``dL/dz = dL/du``, supplement section 2), plus the quantisation loss
+``||z - u||_3^3`` that keeps ``z`` near ``u`` so that passing the gradient through is sound.
+
+Storage and search side (numpy): codes become bits ``(u + 1) / 2``, packed eight to a byte in
+``np.packbits`` order, and are compared by Hamming distance.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+# Table 2, bottom half. Each name is one way of turning the embedding z into the code u.
+HASH_METHODS: tuple[str, ...] = (
+    "sign",  # proposed: u = sign(z), straight-through gradient, quantisation loss (eqs. 9-10).
+    "sign_bit_balance",  # as "sign", plus a bit balance penalty.
+    "tanh",  # continuous relaxation u = tanh(z), as in HashNet [8]; no extra loss.
+    "tanh_bit_balance",  # u = tanh(z) plus a bit balance penalty, as in DBDH [62].
+    "none",  # no hashing: u = z, continuous; the upper-bound reference.
+)
+
+
+@jax.custom_vjp
+def sign_ste(z: Array) -> Array:
+    """Sign with a straight-through gradient: [...] -> [...] in {-1, 1}, dtype of ``z``.
+
+    ``sign(0)`` is +1 so that every entry is a valid bit (``jnp.sign`` would give 0).
+    """
+    return jnp.where(z >= 0, jnp.ones((), z.dtype), -jnp.ones((), z.dtype))
+
+
+def _sign_ste_fwd(z: Array) -> tuple[Array, None]:
+    return sign_ste(z), None
+
+
+def _sign_ste_bwd(_: None, g: Array) -> tuple[Array]:
+    # DPLM: the true gradient of sign is zero almost everywhere; use dL/dz = dL/du instead.
+    return (g,)
+
+
+sign_ste.defvjp(_sign_ste_fwd, _sign_ste_bwd)
+
+
+def _masked_mean(values: Array, valid: Array | None, axis_name: str | None) -> Array:
+    """Mean of ``values`` [B] over valid rows of the batch, global when ``axis_name`` is set.
+
+    Under ``pmap`` each device returns ``local_sum * n_devices / global_count``, so a
+    ``pmean`` of the per-device results is the mean over the whole (global) batch.
+    """
+    mask = jnp.ones(values.shape, bool) if valid is None else valid.astype(bool)
+    total = jnp.sum(jnp.where(mask, values, 0.0))
+    count = jnp.sum(mask).astype(values.dtype)
+    if axis_name is None:
+        return total / jnp.maximum(count, 1.0)
+    n_devices = lax.psum(1, axis_name)
+    return total * n_devices / jnp.maximum(lax.psum(count, axis_name), 1.0)
+
+
+def quantization_loss(
+    z: Array, u: Array, valid: Array | None = None, axis_name: str | None = None
+) -> Array:
+    """Eq. 10: mean over the batch of ``sum_d |z - u|^3``; scalar.
+
+    The weight alpha (1e-2 in the paper) is applied by the caller. ``u`` is a target: the
+    loss moves ``z`` towards the code, never the code towards ``z``.
+
+    Args:
+      z: float [B, D], continuous embedding.
+      u: float [B, D], its code (usually ``sign_ste(z)``).
+      valid: optional bool [B], False for padded rows, which are ignored.
+      axis_name: pmap axis; when given the mean is over the global batch (see ``_masked_mean``).
+    """
+    per_row = jnp.sum(jnp.abs(z - lax.stop_gradient(u)) ** 3, axis=-1)
+    return _masked_mean(per_row, valid, axis_name)
+
+
+def bit_balance_loss(u: Array, valid: Array | None = None, axis_name: str | None = None) -> Array:
+    """Bit balance penalty: mean over bits of (mean over the batch of u)^2; scalar.
+
+    Zero when every bit is +1 for half of the batch and -1 for the other half, which
+    spreads codes over the Hamming space. The batch mean is global under ``axis_name``.
+
+    Args:
+      u: float [B, D], codes in [-1, 1].
+      valid: optional bool [B], False for padded rows, which are ignored.
+      axis_name: pmap axis over which the batch is split.
+    """
+    mask = jnp.ones(u.shape[:1], bool) if valid is None else valid.astype(bool)
+    total = jnp.sum(jnp.where(mask[:, None], u, 0.0), axis=0)
+    count = jnp.sum(mask).astype(u.dtype)
+    if axis_name is not None:
+        # The penalty is not linear in the batch, so the bit means must be global first.
+        total = lax.psum(total, axis_name)
+        count = lax.psum(count, axis_name)
+    bit_mean = total / jnp.maximum(count, 1.0)
+    return jnp.mean(bit_mean**2)
+
+
+def hash_codes(
+    z: Array,
+    method: str = "sign",
+    valid: Array | None = None,
+    axis_name: str | None = None,
+) -> tuple[Array, dict[str, Array]]:
+    """Turns embeddings into codes with one of the Table 2 methods (``HASH_METHODS``).
+
+    Args:
+      z: float [B, D], continuous embedding.
+      method: a name from ``HASH_METHODS``.
+      valid: optional bool [B], False for padded rows (ignored by the auxiliary losses).
+      axis_name: pmap axis; auxiliary losses then use the global batch.
+
+    Returns:
+      ``(u, aux)``: codes float [B, D] and a dict of unweighted auxiliary loss terms
+      (``"quantization"`` and/or ``"bit_balance"``, each a scalar); the caller weights them.
+    """
+    aux: dict[str, Array] = {}
+    if method in ("sign", "sign_bit_balance"):
+        u = sign_ste(z)
+        aux["quantization"] = quantization_loss(z, u, valid, axis_name)
+    elif method in ("tanh", "tanh_bit_balance"):
+        u = jnp.tanh(z)
+    elif method == "none":
+        u = z
+    else:
+        raise ValueError(f"Unknown hash method {method!r}; expected one of {HASH_METHODS}.")
+    if method.endswith("_bit_balance"):
+        aux["bit_balance"] = bit_balance_loss(u, valid, axis_name)
+    return u, aux
+
+
+# ----------------------------------------------------------------------------------------
+# Bits on the host: packing and Hamming distance (numpy).
+
+# Number of set bits of every byte value.
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def pack_bits(u: np.ndarray) -> np.ndarray:
+    """Packs codes [..., D] into bytes uint8 [..., ceil(D / 8)].
+
+    A bit is set where ``u > 0``, so {-1, 1}, {0, 1} and bool codes all work. Bits are
+    big-endian within a byte (``np.packbits`` order); a trailing partial byte is zero padded.
+    """
+    return np.packbits(np.asarray(u) > 0, axis=-1)
+
+
+def unpack_bits(packed: np.ndarray, num_bits: int) -> np.ndarray:
+    """Inverse of ``pack_bits``: uint8 [..., B] -> {0, 1} uint8 [..., num_bits]."""
+    packed = np.asarray(packed, dtype=np.uint8)
+    if num_bits > 8 * packed.shape[-1]:
+        raise ValueError(f"num_bits={num_bits} exceeds the {8 * packed.shape[-1]} bits stored.")
+    return np.unpackbits(packed, axis=-1, count=num_bits)
+
+
+def hamming_distance(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Hamming distances between packed codes: [N, B] x [M, B] uint8 -> int64 [N, M].
+
+    Rows of ``a`` are processed ``chunk`` at a time to bound the [chunk, M, B] intermediate.
+    """
+    a = np.asarray(a, dtype=np.uint8)
+    b = np.asarray(b, dtype=np.uint8)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"Expected packed codes [N, B] and [M, B], got {a.shape} and {b.shape}.")
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.int64)
+    for start in range(0, a.shape[0], chunk):
+        xor = np.bitwise_xor(a[start : start + chunk, None, :], b[None, :, :])
+        out[start : start + chunk] = _POPCOUNT[xor].sum(axis=-1, dtype=np.int64)
+    return out

@@ -1,0 +1,93 @@
+"""Tests for oscar_jax.hashing: sign with straight-through gradient, losses, bit packing."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from oscar_jax import hashing
+
+
+def test_sign_forward_maps_zero_to_plus_one():
+    z = jnp.array([[-2.0, -0.0, 0.0, 1e-8, 3.0]], jnp.float32)
+    u = hashing.sign_ste(z)
+    np.testing.assert_array_equal(np.asarray(u), [[-1.0, 1.0, 1.0, 1.0, 1.0]])
+    assert u.dtype == z.dtype
+    assert hashing.sign_ste(z.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+
+
+def test_sign_gradient_is_straight_through():
+    z = jnp.array([[-2.0, 0.0, 0.5], [1.0, -0.1, 3.0]])
+    w = jnp.array([[1.0, -2.0, 3.0], [0.5, 4.0, -1.5]])
+    grad = jax.grad(lambda z: jnp.sum(w * hashing.sign_ste(z)))(z)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(w))
+
+
+def test_quantization_loss_by_hand():
+    z = jnp.array([[0.5, -2.0], [1.0, 0.0]])
+    u = hashing.sign_ste(z)  # [[1, -1], [1, 1]]
+    # Row 0: 0.5^3 + 1^3 = 1.125; row 1: 0 + 1 = 1; mean = 1.0625.
+    assert float(hashing.quantization_loss(z, u)) == pytest.approx(1.0625)
+    # Padding rows are ignored.
+    valid = jnp.array([True, False])
+    assert float(hashing.quantization_loss(z, u, valid)) == pytest.approx(1.125)
+    # u is a target: the gradient is 3 (z - u) |z - u| / B, with no straight-through part.
+    grad = jax.jit(jax.grad(lambda z: hashing.quantization_loss(z, hashing.sign_ste(z))))(z)
+    diff = np.asarray(z - u)
+    np.testing.assert_allclose(np.asarray(grad), 3 * diff * np.abs(diff) / 2, rtol=1e-6)
+
+
+def test_bit_balance_by_hand():
+    u = jnp.array([[1.0, 1.0], [1.0, -1.0]])
+    # Bit means (1, 0): mean of squares 0.5.
+    assert float(hashing.bit_balance_loss(u)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("method", hashing.HASH_METHODS)
+def test_each_table2_method_runs(method):
+    z = jnp.array([[0.3, -1.2, 0.0, 2.0], [-0.4, 0.1, 0.9, -0.7]])
+    u, aux = jax.jit(hashing.hash_codes, static_argnums=1)(z, method)
+    assert u.shape == z.shape
+    assert ("quantization" in aux) == method.startswith("sign")
+    assert ("bit_balance" in aux) == method.endswith("bit_balance")
+    if method.startswith("sign"):
+        assert set(np.unique(np.asarray(u))) <= {-1.0, 1.0}
+    if method == "none":
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(z))
+
+    def total(z):
+        u, aux = hashing.hash_codes(z, method)
+        return jnp.sum(u) + sum(aux.values())
+
+    assert np.all(np.isfinite(np.asarray(jax.jit(jax.grad(total))(z))))
+
+
+def test_unknown_method_is_an_error():
+    with pytest.raises(ValueError, match="Unknown hash method"):
+        hashing.hash_codes(jnp.zeros((1, 8)), "pq")
+
+
+def test_pack_unpack_round_trip_and_packbits_order():
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, size=(5, 64)).astype(np.uint8)
+    signs = 2.0 * bits - 1.0
+    packed = hashing.pack_bits(signs)
+    assert packed.dtype == np.uint8 and packed.shape == (5, 8)
+    np.testing.assert_array_equal(packed, np.packbits(bits, axis=-1))
+    np.testing.assert_array_equal(hashing.pack_bits(bits), packed)
+    np.testing.assert_array_equal(hashing.pack_bits(bits.astype(bool)), packed)
+    np.testing.assert_array_equal(hashing.unpack_bits(packed, 64), bits)
+    # Big-endian within a byte: the first bit is the most significant.
+    np.testing.assert_array_equal(hashing.pack_bits(np.array([1, 0, 0, 0, 0, 0, 0, 1])), [129])
+    with pytest.raises(ValueError):
+        hashing.unpack_bits(packed, 72)
+
+
+def test_hamming_distance_by_hand():
+    a = hashing.pack_bits(np.array([[1, 1, 1, 1, 0, 0, 0, 0] * 2, [0] * 16]))
+    b = hashing.pack_bits(np.array([[1, 1, 1, 1, 0, 0, 0, 0] * 2, [1] * 16, [1, 0] * 8]))
+    # 11110000 xor 10101010 = 01011010: four bits a byte.
+    expected = np.array([[0, 8, 8], [8, 16, 8]])
+    np.testing.assert_array_equal(hashing.hamming_distance(a, b), expected)
+    np.testing.assert_array_equal(hashing.hamming_distance(a, b, chunk=1), expected)
+    assert hashing.hamming_distance(a, b).dtype == np.int64
