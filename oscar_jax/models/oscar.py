@@ -1,0 +1,187 @@
+"""OSCAR-Net (paper section 3): three streams fused into a D-dimensional embedding.
+
+    zg = FG(image)                               global ResNet
+    n_i = [Ev(fv(crop_i)), Es(shape_i), Eg(geometry_i)]      node tokens
+    zo = PO(HO({n_i}))                           object encoder FO
+    e_ij = [n_i, Er(r_ij), n_j]                  edge tokens, all ordered pairs
+    zr = PE(HE({e_ij}))                          relation encoder FR
+    z = Ed([zg, zo, zr])                         D = code_bits
+
+Hashing is not part of the module: the training step turns `z` into codes with
+`oscar_jax.hashing.hash_codes` and maps them back through `Eb` with `method=OscarNet.project`.
+
+Every ablation of Table 3 is a field: A (visual features only, FO only, no pretraining),
+B (+ pretrained fv: a training choice), C (+ geometry), D (+ shape), E (+ FR with edges),
+F (single CNN: `use_objects=False`), G (`pooling='first'`), H (`encoder='mlp'`, the GNN),
+I (`graph='thresholded'`), J (everything, the paper's model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from oscar_jax.models import encoder as encoders
+from oscar_jax.models import resnet
+
+Array = jax.Array
+# Relation channels (see preprocessing.scene_graph): 2 is distance / diagonal, 6 is mask IoU.
+_DISTANCE, _IOU = 2, 6
+
+
+def symlog(x: Array) -> Array:
+    """sign(x) log(1 + |x|): keeps ratios such as wj/wi (up to the image size) well scaled."""
+    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
+
+
+def split_width(width: int, parts: int) -> list[int]:
+    """`width` split into `parts` near-equal integer sizes that sum to `width`."""
+    base, extra = divmod(width, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+class OscarNet(nn.Module):
+    """The OSCAR-Net embedding model. Batch fields as in the records (DESIGN.md).
+
+    Attributes:
+      cnn: ResNet variant of fv and FG ('resnet50', 'resnet18', 'tiny'); weights not shared.
+      code_bits: D, the size of z and of the hash.
+      visual_dim: output of fv and FG (256 in the paper).
+      width: token width of FO and FR (the official release uses 512).
+      num_layers, num_heads, mlp_dim, dropout_rate: the Transformer encoders (6, 8, 1024).
+      projection_dim: output of Eb, where the contrastive loss is computed.
+      use_global: the global stream FG.
+      use_objects: the object streams FO (and FR); False with use_global is the CNN baseline.
+      use_visual, use_shape, use_geometry: which node features make n_i.
+      use_edges: the relation stream FR.
+      encoder: 'transformer' (the paper) or 'mlp' (ablation H).
+      pooling: 'attention' (eq. 7) or 'first' (ablation G).
+      graph: 'full' (every pair connected) or 'thresholded' (ablation I).
+      edge_distance: in a thresholded graph, objects closer than this fraction of the image
+        diagonal, or whose masks overlap, are connected.
+      dtype: computation dtype (bfloat16 on accelerators).
+      bn_axis_name: pmap axis for BatchNorm statistics.
+    """
+
+    cnn: str = "resnet50"
+    code_bits: int = 64
+    visual_dim: int = 256
+    width: int = 512
+    num_layers: int = 6
+    num_heads: int = 8
+    mlp_dim: int = 1024
+    dropout_rate: float = 0.1
+    projection_dim: int = 256
+    use_global: bool = True
+    use_objects: bool = True
+    use_visual: bool = True
+    use_shape: bool = True
+    use_geometry: bool = True
+    use_edges: bool = True
+    encoder: str = "transformer"
+    pooling: str = "attention"
+    graph: str = "full"
+    edge_distance: float = 0.5
+    dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+
+    def setup(self):
+        if not (self.use_global or self.use_objects):
+            raise ValueError("OscarNet needs use_global or use_objects (or both)")
+        if self.graph not in ("full", "thresholded"):
+            raise ValueError(f"graph must be 'full' or 'thresholded', not {self.graph!r}")
+        cnn = resnet.VARIANTS[self.cnn]
+        if self.use_global:
+            self.global_cnn = cnn(output_dim=self.visual_dim, dtype=self.dtype,
+                                  bn_axis_name=self.bn_axis_name)
+        if self.use_objects:
+            parts = [self.use_visual, self.use_shape, self.use_geometry]
+            if not any(parts):
+                raise ValueError("object streams need at least one of visual, shape, geometry")
+            dims = iter(split_width(self.width, sum(parts)))
+            if self.use_visual:
+                self.object_cnn = cnn(output_dim=self.visual_dim, dtype=self.dtype,
+                                      bn_axis_name=self.bn_axis_name)
+                self.visual_embed = nn.Dense(next(dims), dtype=self.dtype)  # Ev
+            if self.use_shape:
+                self.shape_embed = nn.Dense(next(dims), dtype=self.dtype)  # Es
+            if self.use_geometry:
+                self.geometry_embed = nn.Dense(next(dims), dtype=self.dtype)  # Eg
+            graph_encoder = dict(encoder=self.encoder, pooling=self.pooling,
+                                 num_layers=self.num_layers, num_heads=self.num_heads,
+                                 mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate)
+            self.object_encoder = encoders.GraphEncoder(**graph_encoder)  # FO
+            if self.use_edges:
+                self.relation_embed = nn.Dense(self.width // 4, dtype=self.dtype)  # Er
+                # [n_i, Er(r_ij), n_j] is 2.25 x width wide; the paper leaves D_E open, and one
+                # linear map to `width` lets FR share FO's shape.
+                self.edge_embed = nn.Dense(self.width, dtype=self.dtype)
+                self.relation_encoder = encoders.GraphEncoder(**graph_encoder)  # FR
+        self.fusion = nn.Dense(self.code_bits, name="fusion")  # Ed, float32 for the sign
+        self.code_projection = nn.Dense(self.projection_dim, name="code_projection")  # Eb
+
+    def adjacency(self, batch: dict[str, Array]) -> Array:
+        """bool [B, N, N]: which real nodes are connected."""
+        mask = batch["node_mask"]
+        real = mask[:, :, None] & mask[:, None, :]
+        if self.graph == "full":
+            return real
+        relations = batch["relations"]
+        near = relations[..., _DISTANCE] < self.edge_distance
+        overlapping = relations[..., _IOU] > 0
+        return real & (near | overlapping)
+
+    def node_tokens(self, batch: dict[str, Array], *, train: bool) -> Array:
+        """Node features n_i: [B, N, width]."""
+        parts = []
+        if self.use_visual:
+            crops = batch["crops"]
+            b, n = crops.shape[:2]
+            flat = resnet.normalize_images(crops.reshape(b * n, *crops.shape[2:]), self.dtype)
+            visual = self.object_cnn(flat, train=train).reshape(b, n, -1)
+            parts.append(self.visual_embed(visual))
+        if self.use_shape:
+            # Log Hu moments reach about +-30 for moments that are numerically zero.
+            parts.append(self.shape_embed(jnp.asarray(batch["shape"], self.dtype) / 10.0))
+        if self.use_geometry:
+            parts.append(self.geometry_embed(jnp.asarray(batch["geometry"], self.dtype)))
+        return jnp.concatenate(parts, axis=-1)
+
+    def __call__(self, batch: dict[str, Array], *, train: bool) -> Array:
+        """Record batch (image [B,G,G,3] uint8, crops [B,N,C,C,3] uint8, node_mask [B,N],
+        geometry [B,N,5], shape [B,N,7], relations [B,N,N,8]) -> z float32 [B, code_bits]."""
+        streams = []
+        if self.use_global:
+            image = resnet.normalize_images(batch["image"], self.dtype)
+            streams.append(self.global_cnn(image, train=train))
+        if self.use_objects:
+            mask = batch["node_mask"]
+            adjacency = self.adjacency(batch)
+            nodes = self.node_tokens(batch, train=train)
+            object_graph = None if self.graph == "full" else adjacency
+            streams.append(self.object_encoder(nodes, mask, object_graph, train=train))
+            if self.use_edges:
+                b, n, d = nodes.shape
+                relations = self.relation_embed(symlog(jnp.asarray(batch["relations"],
+                                                                   self.dtype)))
+                pairs = jnp.concatenate([
+                    jnp.broadcast_to(nodes[:, :, None, :], (b, n, n, d)),
+                    relations,
+                    jnp.broadcast_to(nodes[:, None, :, :], (b, n, n, d)),
+                ], axis=-1)
+                edges = self.edge_embed(pairs).reshape(b, n * n, -1)
+                # Edge tokens of a thresholded graph exist only where objects connect.
+                edge_mask = adjacency.reshape(b, n * n)
+                streams.append(self.relation_encoder(edges, edge_mask, train=train))
+        fused = jnp.concatenate([jnp.asarray(s, jnp.float32) for s in streams], axis=-1)
+        z = self.fusion(fused)
+        if self.is_initializing():
+            self.project(z)  # so that `init` creates Eb's parameters too
+        return z
+
+    def project(self, codes: Array) -> Array:
+        """Eb: codes u [B, code_bits] -> [B, projection_dim], where the content loss lives."""
+        return self.code_projection(codes)

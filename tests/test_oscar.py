@@ -1,0 +1,137 @@
+"""OscarNet: shapes, every Table 3 ablation, node-order invariance, gradients to both CNNs."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from oscar_jax import hashing
+from oscar_jax.models.oscar import OscarNet, split_width
+
+TINY = dict(cnn="tiny", code_bits=16, visual_dim=16, width=32, num_layers=1, num_heads=2,
+            mlp_dim=32, projection_dim=8, dropout_rate=0.0)
+# Table 3 of the paper, as fields (B differs from A by pretraining only).
+ABLATIONS = {
+    "A": dict(use_global=False, use_shape=False, use_geometry=False, use_edges=False),
+    "C": dict(use_global=False, use_shape=False, use_edges=False),
+    "D": dict(use_global=False, use_edges=False),
+    "E": dict(use_global=False),
+    "F_cnn": dict(use_objects=False),
+    "G_first_token": dict(pooling="first"),
+    "H_gnn": dict(encoder="mlp"),
+    "I_thresholded": dict(graph="thresholded"),
+    "J_full": dict(),
+}
+
+
+def make_batch(seed=0, batch=2, nodes=4, real=(3, 1)):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((batch, nodes), bool)
+    for b, count in enumerate(real):
+        mask[b, :count] = True
+    relations = rng.normal(size=(batch, nodes, nodes, 8)).astype(np.float32)
+    relations[..., 2] = np.abs(relations[..., 2])
+    relations *= mask[:, :, None, None] & mask[:, None, :, None]
+    return {
+        "image": rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8),
+        "crops": rng.integers(0, 256, (batch, nodes, 16, 16, 3), dtype=np.uint8)
+        * mask[:, :, None, None, None].astype(np.uint8),
+        "node_mask": mask,
+        "geometry": rng.uniform(size=(batch, nodes, 5)).astype(np.float32) * mask[..., None],
+        "shape": rng.normal(size=(batch, nodes, 7)).astype(np.float32) * mask[..., None],
+        "relations": relations,
+    }
+
+
+@functools.cache
+def initialised(**fields):
+    model = OscarNet(**{**TINY, **fields})
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0),
+                                                                     make_batch())
+    return model, variables
+
+
+@functools.cache
+def jitted_apply(**fields):
+    """One compiled eval-mode forward per configuration, shared by the tests."""
+    return jax.jit(functools.partial(OscarNet(**{**TINY, **fields}).apply, train=False))
+
+
+def test_split_width_sums_exactly():
+    assert split_width(512, 3) == [171, 171, 170]
+    assert sum(split_width(33, 4)) == 33
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_every_ablation_builds_with_the_right_output(name):
+    model = OscarNet(**{**TINY, **ABLATIONS[name]})
+
+    def init_and_apply():
+        variables = model.init(jax.random.key(0), make_batch(), train=False)
+        return variables, model.apply(variables, make_batch(), train=False)
+
+    variables, z = jax.eval_shape(init_and_apply)  # shapes only: nothing is compiled
+    assert z.shape == (2, 16)
+    params = variables["params"]
+    assert ("global_cnn" in params) == ABLATIONS[name].get("use_global", True)
+    assert ("relation_encoder" in params) == (
+        ABLATIONS[name].get("use_edges", True) and ABLATIONS[name].get("use_objects", True))
+    assert "code_projection" in params
+
+
+def test_a_model_without_streams_is_refused():
+    with pytest.raises(ValueError, match="use_global or use_objects"):
+        OscarNet(**TINY, use_global=False, use_objects=False).init(
+            jax.random.key(0), make_batch(), train=False)
+
+
+def permute_nodes(batch, order):
+    """The same graph with its real nodes listed in `order` (batch row 0)."""
+    out = {k: np.array(v) for k, v in batch.items()}
+    full = np.concatenate([order, np.arange(len(order), out["node_mask"].shape[1])])
+    for key in ("crops", "node_mask", "geometry", "shape"):
+        out[key][0] = out[key][0][full]
+    out["relations"][0] = out["relations"][0][full][:, full]
+    return out
+
+
+def test_full_model_is_finite_and_ignores_node_order():
+    _, variables = initialised()
+    batch = make_batch()
+    apply = jitted_apply()
+    z = np.asarray(apply(variables, batch))
+    assert z.shape == (2, 16) and np.isfinite(z).all()
+    permuted = np.asarray(apply(variables, permute_nodes(batch, np.array([2, 0, 1]))))
+    np.testing.assert_allclose(permuted, z, rtol=1e-4, atol=1e-4)
+    changed = dict(batch, geometry=batch["geometry"] + 0.3 * batch["node_mask"][..., None])
+    assert np.abs(np.asarray(apply(variables, changed)) - z).max() > 1e-3
+
+
+def test_thresholded_graph_changes_the_embedding_when_it_cuts_edges():
+    _, variables = initialised()  # the thresholded graph has the same parameters
+    batch = make_batch()
+    batch["relations"][..., 6] = 0.0  # no overlaps: only the diagonal stays connected
+    z_cut = np.asarray(jitted_apply(graph="thresholded", edge_distance=0.0)(variables, batch))
+    z_full = np.asarray(jitted_apply()(variables, batch))
+    assert np.isfinite(z_cut).all()
+    assert np.abs(z_cut[0] - z_full[0]).max() > 1e-4  # row 0 has 3 objects, edges were cut
+
+
+def test_gradients_reach_both_cnns_through_the_sign():
+    model, variables = initialised()
+    batch = make_batch()
+
+    def loss(params):
+        z = model.apply({**variables, "params": params}, batch, train=False)
+        u, _ = hashing.hash_codes(z, "sign")
+        projected = model.apply({**variables, "params": params}, u, method=OscarNet.project)
+        return jnp.sum(projected**2)
+
+    grads = jax.jit(jax.grad(loss))(variables["params"])
+    for stream in ("global_cnn", "object_cnn"):
+        kernel = np.asarray(grads[stream]["conv1"]["kernel"])
+        assert np.isfinite(kernel).all() and np.abs(kernel).sum() > 0, stream
