@@ -32,6 +32,14 @@ def normalize_images(images: Any, dtype: Any = jnp.float32) -> jnp.ndarray:
     return ((x - IMAGENET_MEAN) / IMAGENET_STD).astype(dtype)
 
 
+def _layer_factories(dtype: Any, bn_axis_name: str | None, train: bool):
+    """The BatchNorm and bias-free Conv constructors every block uses (torchvision's)."""
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=dtype, axis_name=bn_axis_name)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype)
+    return norm, conv
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (ResNet18/34). [B,H,W,C] -> [B,H',W',F]."""
 
@@ -43,9 +51,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                                 epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        norm, conv = _layer_factories(self.dtype, self.bn_axis_name, train)
         y = conv(self.filters, (3, 3), self.strides, padding=1, name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
         y = conv(self.filters, (3, 3), padding=1, name="conv2")(y)
@@ -71,9 +77,7 @@ class BottleneckBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                                 epsilon=1e-5, dtype=self.dtype, axis_name=self.bn_axis_name)
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        norm, conv = _layer_factories(self.dtype, self.bn_axis_name, train)
         out = self.filters * self.expansion
         y = nn.relu(norm(name="bn1")(conv(self.filters, (1, 1), name="conv1")(x)))
         y = conv(self.filters, (3, 3), self.strides, padding=1, name="conv2")(y)
@@ -112,12 +116,9 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, images: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         """ImageNet-normalised images [B, H, W, 3] -> embeddings [B, output_dim]."""
+        norm, conv = _layer_factories(self.dtype, self.bn_axis_name, train)
         x = jnp.asarray(images, self.dtype)
-        x = nn.Conv(self.width, (7, 7), 2, padding=3, use_bias=False, dtype=self.dtype,
-                    name="conv1")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype, axis_name=self.bn_axis_name, name="bn1")(x)
-        x = nn.relu(x)
+        x = nn.relu(norm(name="bn1")(conv(self.width, (7, 7), 2, padding=3, name="conv1")(x)))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         block = BLOCKS[self.block]
         for stage, num_blocks in enumerate(self.stage_sizes):
