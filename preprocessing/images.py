@@ -227,6 +227,20 @@ def _check_rgb(image: np.ndarray, what: str) -> np.ndarray:
     return image
 
 
+def shrink_to_fit(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrinks `image` [H, W, C] so its longer side is at most `max_side`; never enlarges.
+
+    Area interpolation, as for every downscale in the project; the result is C-contiguous
+    (crops are slices, and OpenCV wants contiguous input).
+    """
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return np.ascontiguousarray(image)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     """`uint8 [H, W, 3]` RGB -> JPEG bytes (OpenCV, 4:2:0, the same codec the transforms use)."""
     image = _check_rgb(image, "encode_jpeg")

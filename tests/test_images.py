@@ -254,3 +254,14 @@ def test_damaged_bytes_decode_or_raise_image_decode_error(corpus):
                 outcomes["ok"] += 1
     # Both outcomes occur, so the loop really exercises the error paths.
     assert outcomes["ok"] > 0 and outcomes["error"] > 0, outcomes
+
+
+def test_shrink_to_fit_shrinks_the_longer_side_and_never_enlarges():
+    from preprocessing.images import shrink_to_fit
+
+    image = np.zeros((300, 451, 3), np.uint8)
+    assert shrink_to_fit(image, 100).shape == (67, 100, 3)
+    assert shrink_to_fit(image, 1000).shape == (300, 451, 3)
+    strided = np.zeros((40, 80, 3), np.uint8)[::2, ::2]  # a slice, as crops are
+    kept = shrink_to_fit(strided, 64)
+    assert kept.shape == (20, 40, 3) and kept.flags.c_contiguous

@@ -16,8 +16,7 @@ import os
 import tensorflow_datasets as tfds
 
 from preprocessing.datasets import base
-from preprocessing.datasets.psbattles24k import _fit
-from preprocessing.images import decode_image
+from preprocessing.images import decode_image, shrink_to_fit
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm"}
@@ -61,7 +60,7 @@ class DistractorMaker(base.SceneGraphMaker):
     config: DistractorConfig
 
     def view_of(self, item: base.WorkItem):
-        image = _fit(decode_image(item.spec["path"]), self.config.max_side)
+        image = shrink_to_fit(decode_image(item.spec["path"]), self.config.max_side)
         return image, None, "", base.view_name(item.key)
 
 

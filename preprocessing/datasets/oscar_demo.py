@@ -24,13 +24,12 @@ import dataclasses
 import functools
 import os
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
 from preprocessing import manipulations, transforms
 from preprocessing.datasets import base
-from preprocessing.images import decode_image
+from preprocessing.images import decode_image, shrink_to_fit
 
 # Photos inside scikit-image: (file, note). Near-duplicates (the right motorcycle view, the
 # chessboards) are left out so that no two originals show the same scene.
@@ -126,24 +125,15 @@ class OscarDemoMaker(base.SceneGraphMaker):
             rng = base.item_rng(self.config.seed, "crop", spec["name"])
             top = int(rng.integers(0, height - crop_h + 1))
             left = int(rng.integers(0, width - crop_w + 1))
-            image = _fit(image[top : top + crop_h, left : left + crop_w], self.config.image_size)
+            crop = image[top : top + crop_h, left : left + crop_w]
+            image = shrink_to_fit(crop, self.config.image_size)
         return image, None
 
 
 @functools.lru_cache(maxsize=8)
 def _photo(path: str, max_side: int) -> np.ndarray:
     image = decode_image(path)
-    return _fit(image, max_side) if max_side else image
-
-
-def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Shrinks `image` so its longer side is at most `max_side` (never enlarges)."""
-    height, width = image.shape[:2]
-    scale = max_side / max(height, width)
-    if scale >= 1:
-        return np.ascontiguousarray(image)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return shrink_to_fit(image, max_side) if max_side else image
 
 
 def _held_out(names: list[str], fraction: float, seed: int) -> set[str]:

@@ -34,7 +34,7 @@ import tensorflow_datasets as tfds
 
 from preprocessing import transforms
 from preprocessing.datasets import base
-from preprocessing.images import decode_image
+from preprocessing.images import decode_image, shrink_to_fit
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Place a local copy of PS-Battles in the manual folder (default `<data_dir>/downloads/manual`,
@@ -113,7 +113,7 @@ class FeatureMaker:
         self.extractor, self.max_side = extractor, max_side
 
     def __call__(self, item: base.WorkItem) -> dict:
-        image = _fit(decode_image(item.spec["path"]), self.max_side)
+        image = shrink_to_fit(decode_image(item.spec["path"]), self.max_side)
         return {"feature": np.asarray(resolve_extractor(self.extractor)(image), np.float32)}
 
 
@@ -124,7 +124,7 @@ class PSBattlesMaker(base.SceneGraphMaker):
 
     def view_of(self, item: base.WorkItem):
         spec = item.spec
-        image = _fit(decode_image(spec["path"]), self.config.max_side)
+        image = shrink_to_fit(decode_image(spec["path"]), self.config.max_side)
         if spec["view"] == 0:
             return image, None, "", base.view_name(item.key)
         rng = base.item_rng(self.config.seed, "view", item.key)
@@ -133,15 +133,6 @@ class PSBattlesMaker(base.SceneGraphMaker):
         else:
             view = transforms.random_view(image, rng, spec["ranges"])
         return view.image, None, view.description, base.view_name(item.key)
-
-
-def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    if max(height, width) <= max_side:
-        return image
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def read_tsv(path: str, required: tuple[str, ...]) -> list[dict[str, str]]:
