@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from oscar_jax.losses import global_mean
+
 Array = jax.Array
 
 # Table 2, bottom half. Each name is one way of turning the embedding z into the code u.
@@ -48,21 +50,6 @@ def _sign_ste_bwd(_: None, g: Array) -> tuple[Array]:
 sign_ste.defvjp(_sign_ste_fwd, _sign_ste_bwd)
 
 
-def _masked_mean(values: Array, valid: Array | None, axis_name: str | None) -> Array:
-    """Mean of ``values`` [B] over valid rows of the batch, global when ``axis_name`` is set.
-
-    Under ``pmap`` each device returns ``local_sum * n_devices / global_count``, so a
-    ``pmean`` of the per-device results is the mean over the whole (global) batch.
-    """
-    mask = jnp.ones(values.shape, bool) if valid is None else valid.astype(bool)
-    total = jnp.sum(jnp.where(mask, values, 0.0))
-    count = jnp.sum(mask).astype(values.dtype)
-    if axis_name is None:
-        return total / jnp.maximum(count, 1.0)
-    n_devices = lax.psum(1, axis_name)
-    return total * n_devices / jnp.maximum(lax.psum(count, axis_name), 1.0)
-
-
 def quantization_loss(
     z: Array, u: Array, valid: Array | None = None, axis_name: str | None = None
 ) -> Array:
@@ -75,10 +62,11 @@ def quantization_loss(
       z: float [B, D], continuous embedding.
       u: float [B, D], its code (usually ``sign_ste(z)``).
       valid: optional bool [B], False for padded rows, which are ignored.
-      axis_name: pmap axis; when given the mean is over the global batch (see ``_masked_mean``).
+      axis_name: pmap axis; the mean is then over the global batch (``losses.global_mean``).
     """
     per_row = jnp.sum(jnp.abs(z - lax.stop_gradient(u)) ** 3, axis=-1)
-    return _masked_mean(per_row, valid, axis_name)
+    mask = jnp.ones(per_row.shape, bool) if valid is None else valid.astype(bool)
+    return global_mean(per_row, mask, axis_name)
 
 
 def bit_balance_loss(u: Array, valid: Array | None = None, axis_name: str | None = None) -> Array:

@@ -86,8 +86,13 @@ def _pairs(
     )
 
 
-def _global_mean(values: Array, mask: Array, axis_name: str | None) -> Array:
-    """Mean of ``values`` where ``mask`` over the global batch (see the module docstring)."""
+def global_mean(values: Array, mask: Array, axis_name: str | None) -> Array:
+    """Mean of ``values`` where ``mask``, over the global batch when ``axis_name`` is set.
+
+    Each device returns ``local_sum * n_devices / global_count`` (see the module docstring),
+    so a ``pmean`` of the per-device results is the mean over the whole batch. Every loss of
+    the project, here and in ``hashing``, reduces through this one function.
+    """
     total = jnp.sum(jnp.where(mask, values, 0.0))
     count = jnp.sum(mask).astype(jnp.float32)
     if axis_name is None:
@@ -138,7 +143,7 @@ def simclr_plus(
     denominator = (negatives | p.positive) if positives_in_denominator else negatives
     per_anchor = _masked_logsumexp(logits, denominator) - _masked_logsumexp(logits, p.positive)
     anchors = jnp.any(p.positive, axis=-1) & jnp.any(denominator, axis=-1)
-    return _global_mean(per_anchor, anchors, axis_name)
+    return global_mean(per_anchor, anchors, axis_name)
 
 
 def simclr(
@@ -175,7 +180,7 @@ def simclr(
     logits = p.sim / temperature
     denominator = p.candidate if manipulated_negatives else p.positive | p.other_identity
     per_pair = _masked_logsumexp(logits, denominator)[:, None] - logits
-    return _global_mean(per_pair, p.positive, axis_name)
+    return global_mean(per_pair, p.positive, axis_name)
 
 
 def triplet(
@@ -216,13 +221,13 @@ def triplet(
     if mining == "all":
         hinge = jax.nn.relu(margin + dist[:, :, None] - dist[:, None, :])  # [B, G(p), G(n)]
         mask = p.positive[:, :, None] & neg[:, None, :]
-        return _global_mean(hinge, mask, axis_name)
+        return global_mean(hinge, mask, axis_name)
     if mining == "hard":
         hardest_pos = jnp.max(jnp.where(p.positive, dist, -jnp.inf), axis=-1)
         hardest_neg = jnp.min(jnp.where(neg, dist, jnp.inf), axis=-1)
         anchors = jnp.any(p.positive, axis=-1) & jnp.any(neg, axis=-1)
         hinge = jax.nn.relu(margin + hardest_pos - hardest_neg)
-        return _global_mean(jnp.where(anchors, hinge, 0.0), anchors, axis_name)
+        return global_mean(jnp.where(anchors, hinge, 0.0), anchors, axis_name)
     raise ValueError(f"mining must be 'all' or 'hard', got {mining!r}.")
 
 
@@ -280,7 +285,7 @@ def triplet_plus(
     w_total = jnp.maximum(w_sidv + w_di, 1e-12)
     per_pair = (w_sidv[:, None] * sidv_mean + w_di[:, None] * di_mean) / w_total[:, None]
     pairs = p.positive & (has_sidv | has_di)[:, None]
-    return _global_mean(per_pair, pairs, axis_name)
+    return global_mean(per_pair, pairs, axis_name)
 
 
 def pairwise_contrastive(
@@ -306,7 +311,7 @@ def pairwise_contrastive(
     p = _pairs(embeddings, identity, variant, valid, axis_name)
     dist = 1.0 - p.sim
     per_pair = jnp.where(p.positive, dist**2, jax.nn.relu(margin - dist) ** 2)
-    return _global_mean(per_pair, p.candidate, axis_name)
+    return global_mean(per_pair, p.candidate, axis_name)
 
 
 LossFn = Callable[..., Array]
