@@ -23,7 +23,13 @@ install: $(STAMP)
 demo-data: $(STAMP)
 	$(BIN)/python -m preprocessing.build --dataset oscar_demo --data_dir $(DATA_DIR) --workers $(WORKERS)
 
+# Pretrains the CNN, trains the demo model into runs/demo and prints how its codes separate
+# benign views from manipulated versions, beside pHash. Running it again resumes or reuses.
 demo: demo-data
+	$(BIN)/python -m oscar_jax.train --config configs/demo.py:pretrain \
+	  --workdir runs/demo_pretrain --config.data_dir=$(DATA_DIR)
+	$(BIN)/python -m oscar_jax.train --config configs/demo.py --workdir runs/demo \
+	  --config.data_dir=$(DATA_DIR) --config.init_from=runs/demo_pretrain
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

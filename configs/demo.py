@@ -1,0 +1,57 @@
+r"""The demo model: sized for 2 CPU cores; pretraining and training take minutes.
+
+    python -m oscar_jax.train --config configs/demo.py:pretrain --workdir runs/demo_pretrain
+    python -m oscar_jax.train --config configs/demo.py --workdir runs/demo \
+        --config.init_from=runs/demo_pretrain
+
+`make demo` runs both after building the records (python -m preprocessing.build
+--dataset oscar_demo), then reports how well the codes separate benign views from
+manipulated versions, beside pHash. `configs/demo.py:tiny` trains a very small model on the
+`tiny` demo records (--config tiny of the build) in seconds, for tests and smoke checks.
+"""
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+    args = common.parse_arg(arg, pretrain=False, tiny=False)
+    config = common.get_base_config()
+    config.dataset = "oscar_demo"  # the embedded demo records
+    config.dataset_config = "default"  # 90 training originals, 3 variants, 5 views
+    config.originals_per_batch = 8  # unique originals per step
+    config.variants_per_original = 2  # the original and one manipulated version
+    config.views_per_variant = 2  # benign views of each: 32 images per step
+    config.data_workers = 1  # one decoding process; the other core runs XLA
+    config.model.cnn = "tiny"  # 4 basic blocks of 16 to 128 filters
+    config.model.visual_dim = 64  # output of fv and FG
+    config.model.width = 96  # token width of FO and FR
+    config.model.num_layers = 2  # Transformer layers
+    config.model.num_heads = 4  # attention heads
+    config.model.mlp_dim = 192  # feed-forward width
+    config.model.projection_dim = 64  # output of Eb
+    config.learning_rate = 1e-3  # higher than the paper's: small model, few steps
+    config.weight_decay = 0.0  # no L2 on a model this small and short-trained
+    config.total_steps = 600  # main phase
+    config.log_every = 50  # a progress line every 50 steps
+    config.checkpoint_every = 200  # checkpoints
+    if args.pretrain:
+        config.model.use_objects = False  # a single CNN on the global view
+        config.learning_rate = 2e-3  # pretraining rate
+        config.total_steps = 600  # pretraining steps
+        config.report_at_end = False  # the report is for the full model
+    if args.tiny:
+        config.dataset_config = "tiny"  # a few records: 6 training originals
+        config.originals_per_batch = 2  # 8 images per step
+        config.data_workers = 0  # decode in the main process
+        config.model.visual_dim = 16  # output of fv and FG
+        config.model.width = 32  # token width
+        config.model.num_layers = 1  # Transformer layers
+        config.model.num_heads = 2  # attention heads
+        config.model.mlp_dim = 64  # feed-forward width
+        config.model.projection_dim = 16  # output of Eb
+        config.model.code_bits = 16  # a short code
+        config.total_steps = 8 if not args.pretrain else 4  # a few steps
+        config.log_every = 2  # log often
+        config.checkpoint_every = 4  # checkpoint often
+        config.report_at_end = False  # tests report separately
+    return config

@@ -1,0 +1,324 @@
+"""Training batches from the scene-graph records: grain over array_record.
+
+Each step's local batch is planned from the step number alone (and the seed and host shard):
+
+    originals_per_batch identities x variants_per_original variants x views_per_variant views
+
+The variants of an identity are its original (variant 0) and at least one manipulated
+version, as the paper asks ("every original image has at least one manipulated version in a
+batch"); the views are distinct benign views of each. Identities are visited epoch by epoch
+in a seeded order, so every identity is seen once per epoch. A slot that an identity cannot
+fill (fewer manipulated versions or views than asked) repeats a record with `valid` False,
+so shapes stay static and the losses ignore it.
+
+A batch is a dict of numpy arrays with a leading dimension of
+`originals_per_batch * variants_per_original * views_per_variant`:
+
+    image uint8 [B, G, G, 3], crops uint8 [B, N, C, C, 3], node_mask bool [B, N],
+    geometry float32 [B, N, 5], shape float32 [B, N, 7], relations float32 [B, N, N, 8],
+    identity int32 [B] (ordinal of the identity in the split, so unique across hosts),
+    variant int32 [B], view int32 [B], valid bool [B]
+
+Decoding (JPEG) runs in grain worker processes; the iterator's state goes into the orbax
+checkpoint (`grain.checkpoint.CheckpointSave`), so a resumed run sees the same batches as an
+uninterrupted one. With several hosts, each takes its own shard of the identities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grain
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import flags
+from tqdm import tqdm
+
+from preprocessing import scene_graph
+
+Batch = dict[str, np.ndarray]
+# Fields the model reads, in the order they are stacked.
+MODEL_FIELDS = ("image", "crops", "node_mask", "geometry", "shape", "relations")
+LABEL_FIELDS = ("identity", "variant", "view")
+
+
+class RecordsNotFoundError(FileNotFoundError):
+    """The records a config names are not built; the message holds the build command."""
+
+
+def build_command(dataset: str, dataset_config: str, data_dir: str) -> str:
+    """The command that builds the records a training config reads."""
+    command = f"python -m preprocessing.build --dataset {dataset} --data_dir {data_dir}"
+    if dataset_config and dataset_config != "default":
+        command += f" --config {dataset_config}"
+    if dataset == "psbattles24k":
+        command += " --manual_dir PATH/TO/ps-battles  # see: --dataset psbattles24k --help"
+    return command
+
+
+def records_dir(dataset: str, dataset_config: str, data_dir: str) -> str:
+    """The folder holding the newest built version of `dataset/dataset_config`.
+
+    Raises:
+      RecordsNotFoundError: nothing is built there; the message says how to build it.
+    """
+    config_dir = os.path.join(os.path.expanduser(data_dir), dataset, dataset_config or "default")
+    versions = []
+    if os.path.isdir(config_dir):
+        for name in os.listdir(config_dir):
+            if os.path.exists(os.path.join(config_dir, name, "dataset_info.json")):
+                versions.append(name)
+    if not versions:
+        raise RecordsNotFoundError(
+            f"no records of {dataset}/{dataset_config or 'default'} under {config_dir}.\n"
+            f"Build them with:\n  {build_command(dataset, dataset_config, data_dir)}\n"
+            "or point the config elsewhere with --config.data_dir=DIR."
+        )
+    versions.sort(key=lambda v: tuple(int(p) if p.isdigit() else 0 for p in v.split(".")))
+    return os.path.join(config_dir, versions[-1])
+
+
+def open_source(directory: str, split: str):
+    """A random-access source of raw records (`tfds.data_source`-style), picklable."""
+    builder = tfds.builder_from_directory(directory)
+    if split not in builder.info.splits:
+        raise ValueError(
+            f"{directory} has no split {split!r}; it has {sorted(builder.info.splits)}"
+        )
+    return builder.as_data_source(split=split)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordIndex:
+    """Labels of every record in a split, without the images.
+
+    Attributes:
+      identity: int64 [R] as stored; variant, view: int32 [R].
+      ordinal: int32 [R], position of the record's identity among the split's sorted
+        identities; a compact label that is the same on every host.
+    """
+
+    identity: np.ndarray
+    variant: np.ndarray
+    view: np.ndarray
+
+    @property
+    def ordinal(self) -> np.ndarray:
+        return np.unique(self.identity, return_inverse=True)[1].astype(np.int32)
+
+    def groups(self) -> dict[int, dict[int, np.ndarray]]:
+        """identity -> variant -> record indices sorted by view."""
+        out: dict[int, dict[int, np.ndarray]] = {}
+        order = np.lexsort((self.view, self.variant, self.identity))
+        for i in order:
+            out.setdefault(int(self.identity[i]), {}).setdefault(int(self.variant[i]), [])
+            out[int(self.identity[i])][int(self.variant[i])].append(int(i))
+        return {k: {v: np.asarray(r) for v, r in g.items()} for k, g in out.items()}
+
+
+def read_index(source, *, cache_dir: str | None = None, chunk: int = 512) -> RecordIndex:
+    """Reads the labels of every record (with progress), cached as an .npz in `cache_dir`."""
+    cache = None
+    if cache_dir:
+        tag = hashlib.sha1(repr(source).encode()).hexdigest()[:16]
+        cache = os.path.join(cache_dir, f"record-index-{tag}-{len(source)}.npz")
+        if os.path.exists(cache):
+            with np.load(cache) as saved:
+                return RecordIndex(saved["identity"], saved["variant"], saved["view"])
+    n = len(source)
+    labels = {name: np.zeros(n, np.int64) for name in LABEL_FIELDS}
+    with tqdm(total=n, desc="indexing records", unit="record", disable=n < 20_000) as bar:
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            for i, record in enumerate(source.__getitems__(range(start, stop)), start):
+                for name in LABEL_FIELDS:
+                    labels[name][i] = int(record[name])
+            bar.update(stop - start)
+    index = RecordIndex(
+        labels["identity"], labels["variant"].astype(np.int32), labels["view"].astype(np.int32)
+    )
+    if cache:
+        os.makedirs(cache_dir, exist_ok=True)
+        partial = cache + ".partial.npz"
+        np.savez(partial, identity=index.identity, variant=index.variant, view=index.view)
+        os.replace(partial, cache)
+    return index
+
+
+@dataclasses.dataclass(frozen=True)
+class Composition:
+    """How many of each a local batch holds."""
+
+    originals: int  # identities per batch on this host
+    variants: int  # variants per identity: the original and variants - 1 manipulated ones
+    views: int  # benign views per variant
+
+    @property
+    def batch_size(self) -> int:
+        return self.originals * self.variants * self.views
+
+
+class BatchPlanner:
+    """Step -> record indices and validity of that step's local batch. Pure and picklable."""
+
+    def __init__(
+        self,
+        index: RecordIndex,
+        composition: Composition,
+        *,
+        seed: int,
+        shard_index: int = 0,
+        shard_count: int = 1,
+    ):
+        if composition.variants < 2:
+            raise ValueError(
+                "variants_per_original must be >= 2: the original and a manipulated version"
+            )
+        self.composition = composition
+        self.seed = seed
+        self.ordinal = index.ordinal
+        groups = index.groups()
+        eligible = sorted(k for k, g in groups.items() if 0 in g and len(g) >= 2)
+        if not eligible:
+            raise ValueError(
+                "no identity has both an original (variant 0) and a manipulated version; "
+                "SimCLR+ needs both. Check that the records were built with variants >= 1."
+            )
+        self.identities = eligible[shard_index::shard_count]
+        if len(self.identities) < composition.originals:
+            raise ValueError(
+                f"{len(self.identities)} usable identities on this host, but "
+                f"originals_per_batch asks for {composition.originals} per host; lower it"
+            )
+        self.groups = {k: groups[k] for k in self.identities}
+        self.steps_per_epoch = len(self.identities) // composition.originals
+
+    def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (record indices int64 [B], valid bool [B]) for `step`."""
+        c = self.composition
+        epoch, position = divmod(int(step), self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.identities))
+        chosen = order[position * c.originals : (position + 1) * c.originals]
+        rng = np.random.default_rng([self.seed, epoch, position, 1])
+        records, valid = [], []
+        for i in chosen:
+            variants = self.groups[self.identities[i]]
+            manipulated = [v for v in variants if v != 0]
+            picked = [0] + list(
+                rng.choice(manipulated, size=min(len(manipulated), c.variants - 1), replace=False)
+            )
+            for slot in range(c.variants):
+                real_variant = slot < len(picked)
+                views = variants[picked[slot] if real_variant else 0]
+                take = rng.choice(len(views), size=min(len(views), c.views), replace=False)
+                for v in range(c.views):
+                    real = real_variant and v < len(take)
+                    records.append(views[take[v]] if real else views[0])
+                    valid.append(real)
+        return np.asarray(records, np.int64), np.asarray(valid, bool)
+
+
+def stack_records(examples: list[Mapping[str, Any]], ordinal: np.ndarray | None = None,
+                  indices: np.ndarray | None = None) -> Batch:
+    """Decodes raw records and stacks them into one batch (see the module docstring)."""
+    decoded = [scene_graph.decode_record(e) for e in examples]
+    batch = {name: np.stack([d[name] for d in decoded]) for name in MODEL_FIELDS}
+    if ordinal is not None and indices is not None:
+        batch["identity"] = ordinal[indices]
+    else:
+        batch["identity"] = np.asarray([d["identity"] for d in decoded], np.int64)
+    batch["variant"] = np.asarray([d["variant"] for d in decoded], np.int32)
+    batch["view"] = np.asarray([d["view"] for d in decoded], np.int32)
+    return batch
+
+
+class LoadBatch(grain.transforms.Map):
+    """Planned (indices, valid) -> decoded batch. Runs in grain worker processes."""
+
+    def __init__(self, directory: str, split: str, ordinal: np.ndarray):
+        self.directory, self.split, self.ordinal = directory, split, ordinal
+        self._source = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_source": None}
+
+    def map(self, plan: tuple[np.ndarray, np.ndarray]) -> Batch:
+        if self._source is None:
+            self._source = open_source(self.directory, self.split)
+        indices, valid = plan
+        batch = stack_records(self._source.__getitems__(indices.tolist()), self.ordinal, indices)
+        batch["valid"] = valid
+        return batch
+
+
+def train_dataset(
+    directory: str,
+    split: str,
+    composition: Composition,
+    *,
+    seed: int,
+    num_steps: int,
+    workers: int = 0,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    index_cache: str | None = None,
+) -> tuple[grain.IterDataset, Batch]:
+    """The training batches of `num_steps` steps as a grain dataset (iterate it, checkpoint
+    its iterator), and the first batch decoded here, for shapes."""
+    source = open_source(directory, split)
+    index = read_index(source, cache_dir=index_cache)
+    planner = BatchPlanner(index, composition, seed=seed, shard_index=shard_index,
+                           shard_count=shard_count)
+    load = LoadBatch(directory, split, index.ordinal)
+    dataset = (
+        grain.MapDataset.range(num_steps)
+        .map(planner)
+        .map(load)
+        .to_iter_dataset(grain.ReadOptions(num_threads=0 if workers else 2,
+                                           prefetch_buffer_size=2))
+    )
+    if workers:
+        if not flags.FLAGS.is_parsed():
+            # grain's worker processes read absl flags; outside an absl app, use defaults.
+            flags.FLAGS.mark_as_parsed()
+        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                                   per_worker_buffer_size=2))
+    return dataset, load.map(planner(0))
+
+
+def read_split(directory: str, split: str, *, batch_size: int = 256) -> Iterator[Batch]:
+    """Every record of a split in stored order, in decoded batches with the original labels
+    and `key` and `transforms` strings; for evaluation."""
+    source = open_source(directory, split)
+    for start in range(0, len(source), batch_size):
+        examples = source.__getitems__(range(start, min(len(source), start + batch_size)))
+        batch = stack_records(examples)
+        batch["key"] = np.asarray([scene_graph.decode_record(e)["key"] for e in examples])
+        yield batch
+
+
+def synthetic_batch(
+    composition: Composition, *, max_objects: int, crop_size: int, global_size: int, seed: int
+) -> Batch:
+    """A batch of random inputs with the real shapes and label layout (benchmarks, tests)."""
+    rng = np.random.default_rng(seed)
+    b, n = composition.batch_size, max_objects + 1
+    per_identity = composition.variants * composition.views
+    # Real nodes first (objects, then the background node), then padding, as in the records.
+    node_mask = np.arange(n)[None, :] < rng.integers(1, n + 1, (b, 1))
+    return {
+        "image": rng.integers(0, 256, (b, global_size, global_size, 3), np.uint8),
+        "crops": rng.integers(0, 256, (b, n, crop_size, crop_size, 3), np.uint8),
+        "node_mask": node_mask,
+        "geometry": rng.random((b, n, scene_graph.GEOMETRY_DIM), np.float32),
+        "shape": rng.normal(size=(b, n, scene_graph.SHAPE_DIM)).astype(np.float32),
+        "relations": rng.normal(size=(b, n, n, scene_graph.RELATION_DIM)).astype(np.float32),
+        "identity": (np.arange(b) // per_identity).astype(np.int32),
+        "variant": ((np.arange(b) // composition.views) % composition.variants).astype(np.int32),
+        "view": (np.arange(b) % composition.views).astype(np.int32),
+        "valid": np.ones(b, bool),
+    }

@@ -1,0 +1,508 @@
+r"""Trains OSCAR-Net: `python -m oscar_jax.train --config configs/X.py[:arg] --workdir DIR`.
+
+    python -m oscar_jax.train --config configs/pretrain.py --workdir runs/pretrain
+    python -m oscar_jax.train --config configs/full.py --workdir runs/full \
+        --config.init_from=runs/pretrain
+    python -m oscar_jax.train --config configs/demo.py --workdir runs/demo --config.total_steps=50
+
+Reads top to bottom: config and workdir, data, model and optimiser, restore or initialise,
+the pure train step under `jax.pmap`, then the loop (metrics, checkpoints, SIGTERM). Running
+the same command again resumes from the last checkpoint, data iterator included, and gives the
+parameters an uninterrupted run would have.
+
+Workdir layout:
+    config.json          the resolved config;   versions.json   package versions and devices
+    checkpoints/<step>/  orbax: `state` (params, batch_stats, optimiser) and `data` (iterator)
+    metrics.jsonl        one JSON line per logged step;   tensorboard/   event files
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import app, flags, logging
+from flax.training import train_state
+from ml_collections import config_flags
+
+from oscar_jax import hashing, input_pipeline, losses
+from oscar_jax.models import oscar, resnet
+
+AXIS = "batch"
+CHECKPOINTS = "checkpoints"
+
+
+class TrainState(train_state.TrainState):
+    """Parameters, optimiser state and the BatchNorm statistics of both ResNets."""
+
+    batch_stats: Any = None
+
+
+# ---- configuration ------------------------------------------------------------------------
+
+
+def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = AXIS
+                 ) -> oscar.OscarNet:
+    """The OscarNet a config describes; `axis_name` averages BatchNorm statistics over pmap."""
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
+    return oscar.OscarNet(**config.model.to_dict(), dtype=dtype, bn_axis_name=axis_name)
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Step decay (optionally after a linear warm-up): lr x factor at each `lr_decay_at`."""
+    boundaries = {
+        max(1, int(round(f * config.total_steps))): config.lr_decay_factor
+        for f in config.lr_decay_at
+    }
+    schedule = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+    if config.warmup_steps:
+        warmup = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+        schedule = optax.join_schedules([warmup, schedule], [config.warmup_steps])
+    return schedule
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam with L2 weight decay added to the gradients (PyTorch's Adam, as released)."""
+    parts = []
+    if config.grad_clip_norm:
+        parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+    if config.weight_decay:
+        parts.append(optax.add_decayed_weights(config.weight_decay))
+    parts += [
+        optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
+        optax.scale_by_learning_rate(learning_rate_schedule(config)),
+    ]
+    return optax.chain(*parts)
+
+
+def save_run_info(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes the resolved config and the versions of everything that shapes the result."""
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    packages = ["jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
+                "tensorflow-datasets", "numpy", "opencv-python-headless", "ml-collections"]
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    info = {
+        "python": platform.python_version(),
+        "packages": versions,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "process_count": jax.process_count(),
+        "command": sys.argv,
+    }
+    with open(os.path.join(workdir, "versions.json"), "w") as f:
+        json.dump(info, f, indent=2)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a workdir was trained with."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: {workdir} is not a training workdir. Train one with "
+            "`python -m oscar_jax.train --config configs/demo.py --workdir DIR`."
+        )
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+# ---- data -----------------------------------------------------------------------------------
+
+
+def batch_composition(config: ml_collections.ConfigDict) -> input_pipeline.Composition:
+    """This host's share of the global batch; checks it splits evenly over devices."""
+    hosts, devices = jax.process_count(), jax.local_device_count()
+    if config.originals_per_batch % hosts:
+        raise ValueError(f"originals_per_batch={config.originals_per_batch} does not split "
+                         f"over {hosts} hosts")
+    composition = input_pipeline.Composition(
+        config.originals_per_batch // hosts, config.variants_per_original,
+        config.views_per_variant)
+    if composition.batch_size % devices:
+        raise ValueError(
+            f"a host's batch of {composition.batch_size} images "
+            f"({composition.originals} x {composition.variants} x {composition.views}) does "
+            f"not split over its {devices} devices; change originals_per_batch or "
+            "views_per_variant"
+        )
+    return composition
+
+
+def create_data(config: ml_collections.ConfigDict, workdir: str):
+    """(iterator, example batch): grain batches from the records; with synthetic data, no
+    iterator and the one batch every step reuses."""
+    composition = batch_composition(config)
+    if config.synthetic_data:
+        batch = input_pipeline.synthetic_batch(composition, seed=config.seed,
+                                               **config.synthetic.to_dict())
+        return None, batch
+    directory = input_pipeline.records_dir(config.dataset, config.dataset_config,
+                                           config.data_dir)
+    dataset, example = input_pipeline.train_dataset(
+        directory, config.train_split, composition, seed=config.seed,
+        num_steps=config.total_steps, workers=config.data_workers,
+        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        index_cache=os.path.join(workdir, "cache"))
+    return iter(dataset), example
+
+
+def shard(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """[B, ...] -> [devices, B / devices, ...] for pmap. Copies: grain hands batches over in
+    shared memory, which is released as soon as nothing refers to it."""
+    n = jax.local_device_count()
+    return {k: np.array(v).reshape(n, -1, *np.shape(v)[1:]) for k, v in batch.items()}
+
+
+# ---- initialisation -------------------------------------------------------------------------
+
+
+def init_variables(model: oscar.OscarNet, batch: dict[str, np.ndarray], seed: int) -> dict:
+    """Parameters and BatchNorm statistics for the shapes of `batch` (one device's share)."""
+    example = {k: v[:2] for k, v in batch.items() if k in input_pipeline.MODEL_FIELDS}
+    init_model = model.clone(bn_axis_name=None)
+    variables = jax.jit(functools.partial(init_model.init, train=False))(
+        {"params": jax.random.PRNGKey(seed)}, example)
+    return flax.core.unfreeze(variables)
+
+
+def cnn_weights_from_run(workdir: str) -> dict[tuple[str, ...], np.ndarray]:
+    """The trained CNN of a pretraining run (its `global_cnn`), as flat paths
+    (collection, module, ..., leaf) that `resnet.merge_pretrained` takes."""
+    config = load_config(workdir)
+    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
+                                    item_names=("state", "data"))
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(
+            f"init_from={workdir} has no checkpoint; run the pretraining first: "
+            f"python -m oscar_jax.train --config configs/pretrain.py --workdir {workdir}"
+        )
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    state = restored["state"]
+    weights = {}
+    for collection in ("params", "batch_stats"):
+        flat = flax.traverse_util.flatten_dict(state[collection])
+        for path, value in flat.items():
+            if path[0] == "global_cnn":
+                weights[(collection, *path[1:])] = np.asarray(value)
+    if not weights:
+        raise ValueError(f"{workdir} (cnn={config.model.cnn}) has no global CNN to copy")
+    return weights
+
+
+def initial_variables(config: ml_collections.ConfigDict, model: oscar.OscarNet,
+                      batch: dict[str, np.ndarray]) -> dict:
+    """Fresh variables, with fv and FG taken from a pretraining run or an ImageNet file."""
+    variables = init_variables(model, batch, config.seed)
+    sources = []
+    if config.init_from:
+        sources.append((f"pretraining run {config.init_from}",
+                        cnn_weights_from_run(config.init_from), ()))
+    if config.pretrained_cnn:
+        sources.append((f"weights file {config.pretrained_cnn}",
+                        resnet.load_pretrained(config.pretrained_cnn), ("head",)))
+    for description, weights, allow_missing in sources:
+        targets = [m for m in ("global_cnn", "object_cnn") if m in variables["params"]]
+        for target in targets:
+            try:
+                variables = resnet.merge_pretrained(variables, weights, prefix=(target,),
+                                                    allow_missing=allow_missing)
+            except ValueError as e:
+                raise ValueError(f"cannot initialise {target} from {description}: {e}") from e
+        print(f"initialised {' and '.join(targets)} from {description}", flush=True)
+    return variables
+
+
+# ---- the step -------------------------------------------------------------------------------
+
+
+def loss_fn(params, batch_stats, batch, rng, *, model, config):
+    """Content loss of Eb(u) plus the weighted hashing terms; per device, global batch."""
+    z, updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, batch, train=True,
+        rngs={"dropout": rng}, mutable=["batch_stats"])
+    valid = batch["valid"]
+    codes, aux = hashing.hash_codes(z, config.hash_method, valid, axis_name=AXIS)
+    embeddings = model.apply({"params": params}, codes, method=oscar.OscarNet.project)
+    content = losses.LOSSES[config.loss](
+        embeddings, batch["identity"], batch["variant"], valid, axis_name=AXIS,
+        **config.loss_kwargs.to_dict())
+    weights = {"quantization": config.quantization_weight,
+               "bit_balance": config.bit_balance_weight}
+    total = content + sum(weights[name] * value for name, value in aux.items())
+    # Fraction of +1 bits over the global batch: 0.5 means balanced bits.
+    ones = losses.global_mean(jnp.mean(codes > 0, axis=-1), valid, AXIS)
+    metrics = {"loss": total, "content_loss": content, "bits_one": ones, **aux}
+    return total, (updates.get("batch_stats", batch_stats), metrics)
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, config, schedule
+               ) -> tuple[TrainState, dict]:
+    """One optimisation step on one device's share of the batch (run under pmap)."""
+    rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, (batch_stats, metrics)), grads = grad_fn(
+        state.params, state.batch_stats, batch, rng, model=model, config=config)
+    # Every loss already averages over the global batch: a pmean of the per-device
+    # gradients is the gradient of that global mean.
+    grads = jax.lax.pmean(grads, AXIS)
+    metrics = jax.lax.pmean(metrics, AXIS)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["learning_rate"] = schedule(state.step)
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    return state, metrics
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+
+def checkpoint_manager(config: ml_collections.ConfigDict, workdir: str) -> ocp.CheckpointManager:
+    handlers = {"state": ocp.StandardCheckpointHandler()}
+    if not config.synthetic_data:
+        handlers["data"] = grain.checkpoint.CheckpointHandler()
+    options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True,
+                                           enable_async_checkpointing=True)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
+                                 item_handlers=handlers, options=options)
+
+
+def save_checkpoint(manager: ocp.CheckpointManager, step: int, state: TrainState,
+                    iterator) -> None:
+    items = {"state": ocp.args.StandardSave(jax.device_get(flax.jax_utils.unreplicate(state)))}
+    if iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointSave(iterator)
+    manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+
+def restore_checkpoint(manager: ocp.CheckpointManager, state: TrainState, iterator
+                       ) -> TrainState:
+    items = {"state": ocp.args.StandardRestore(state)}
+    if iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(iterator)
+    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(**items))
+    return restored["state"]
+
+
+def restore_inference(workdir: str, step: int | None = None):
+    """(config, model without pmap axis, {'params', 'batch_stats'}) of a trained workdir."""
+    config = load_config(workdir)
+    model = create_model(config, axis_name=None)
+    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
+                                    item_names=("state", "data"))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{workdir} has no checkpoint yet; train it first")
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+                            )["state"]
+    manager.close()
+    return config, model, {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
+# ---- logging --------------------------------------------------------------------------------
+
+
+class MetricWriter:
+    """metrics.jsonl and TensorBoard event files (process 0 only)."""
+
+    def __init__(self, workdir: str):
+        self.enabled = jax.process_index() == 0
+        if self.enabled:
+            from tensorboardX import SummaryWriter
+
+            self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.jsonl.flush()
+        for name, value in metrics.items():
+            self.tensorboard.add_scalar(name, value, step)
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            self.tensorboard.close()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def first_non_finite(history: list[tuple[int, dict]]) -> tuple[int, float] | None:
+    """(step, loss) of the first step in `history` whose loss is NaN or infinite."""
+    for step, metrics in history:
+        if not math.isfinite(float(metrics["loss"])):
+            return step, float(metrics["loss"])
+    return None
+
+
+class StopRequested:
+    """Turns SIGTERM (preemption, `kill`) into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: Callable | int | None = None
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Trains until `config.total_steps` (resuming from the workdir's last checkpoint) and
+    returns the final replicated state."""
+    if config.coordinator_address:
+        jax.distributed.initialize(config.coordinator_address, config.num_processes,
+                                   config.process_id)
+    save_run_info(config, workdir)
+    iterator, batch = create_data(config, workdir)
+    model = create_model(config)
+    schedule = learning_rate_schedule(config)
+    variables = initial_variables(config, model, batch)
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"],
+                              batch_stats=variables.get("batch_stats", {}),
+                              tx=create_optimizer(config))
+    manager = checkpoint_manager(config, workdir)
+    if manager.latest_step() is not None:
+        state = restore_checkpoint(manager, state, iterator)
+        print(f"resumed from step {int(state.step)} in {workdir}", flush=True)
+    start_step = int(state.step)
+    state = flax.jax_utils.replicate(state)
+
+    p_train_step = jax.pmap(
+        functools.partial(train_step, model=model, config=config, schedule=schedule),
+        axis_name=AXIS, donate_argnums=(0,))
+    rng = flax.jax_utils.replicate(jax.random.PRNGKey(config.seed + 1))
+    sharded_batch = shard(batch)
+    del batch
+    images_per_step = batch_composition(config).batch_size * jax.process_count()
+    writer = MetricWriter(workdir)
+    n_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
+    print(f"training {n_params / 1e6:.2f}M parameters on {jax.device_count()} "
+          f"{jax.default_backend()} devices, {images_per_step} images per step, "
+          f"steps {start_step} -> {config.total_steps}", flush=True)
+
+    history: list[tuple[int, dict]] = []
+    timer_step, timer_start, run_start = start_step, time.perf_counter(), time.perf_counter()
+    step = start_step
+    try:
+        with StopRequested() as stop:
+            while step < config.total_steps:
+                inputs = sharded_batch if iterator is None else shard(next(iterator))
+                state, metrics = p_train_step(state, inputs, rng)
+                step += 1
+                history.append((step, metrics))
+                if step % config.log_every == 0 or step == config.total_steps or stop.requested:
+                    fetched = [(s, jax.tree.map(lambda x: float(x[0]), m))
+                               for s, m in jax.device_get(history)]
+                    history = []
+                    bad = first_non_finite(fetched)
+                    if bad is not None:
+                        raise FloatingPointError(
+                            f"loss became {bad[1]} at step {bad[0]}; no checkpoint was written "
+                            f"after it. The last good checkpoint is step "
+                            f"{manager.latest_step()} in {workdir}. Lower "
+                            "--config.learning_rate or set --config.grad_clip_norm, then "
+                            "run the same command again to resume."
+                        )
+                    now = time.perf_counter()
+                    steps_per_s = (step - timer_step) / max(now - timer_start, 1e-9)
+                    timer_step, timer_start = step, now
+                    last = dict(fetched[-1][1])
+                    last.update(steps_per_second=steps_per_s,
+                                images_per_second=steps_per_s * images_per_step)
+                    writer.write(step, last)
+                    eta = (config.total_steps - step) / max(steps_per_s, 1e-9)
+                    print(f"step {step}/{config.total_steps} | loss {last['loss']:.4f} | "
+                          f"{steps_per_s:.2f} steps/s | {last['images_per_second']:.1f} "
+                          f"images/s | ETA {format_duration(eta)}", flush=True)
+                if step % config.checkpoint_every == 0 or step == config.total_steps:
+                    save_checkpoint(manager, step, state, iterator)
+                if stop.requested:
+                    if manager.latest_step() != step:
+                        save_checkpoint(manager, step, state, iterator)
+                    print(f"SIGTERM: saved step {step} to {workdir}; run the same command "
+                          "to resume", flush=True)
+                    break
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+        if iterator is not None:
+            iterator.close()
+            del iterator
+            gc.collect()  # release the shared memory of batches still in flight
+    print(f"done: step {step} in {format_duration(time.perf_counter() - run_start)}",
+          flush=True)
+    finished = step >= config.total_steps
+    if finished and config.report_at_end and jax.process_index() == 0:
+        from oscar_jax import separation
+
+        print(separation.format_table(separation.evaluate(workdir)), flush=True)
+    return state
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a program so that importing this module
+    never claims flag names."""
+    config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and the config go.")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax reports every file it writes at INFO
+    if FLAGS.config is None or FLAGS.workdir is None:
+        raise app.UsageError("give --config configs/X.py and --workdir DIR")
+    try:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except input_pipeline.RecordsNotFoundError as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

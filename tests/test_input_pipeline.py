@@ -1,0 +1,151 @@
+"""Batch composition, determinism, host sharding and iterator checkpoints of the pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from oscar_jax import input_pipeline as ip
+from preprocessing import build
+
+
+def make_index(identities=10, variants=3, views=4, drop=()) -> ip.RecordIndex:
+    """Records identity x variant x view, minus the (identity, variant, view) in `drop`."""
+    rows = [(i * 1000 + 7, v, w) for i in range(identities) for v in range(variants)
+            for w in range(views) if (i, v, w) not in drop]
+    identity, variant, view = (np.asarray(c) for c in zip(*rows, strict=True))
+    return ip.RecordIndex(identity.astype(np.int64), variant.astype(np.int32),
+                          view.astype(np.int32))
+
+
+def labels(index: ip.RecordIndex, records: np.ndarray):
+    return index.identity[records], index.variant[records], index.view[records]
+
+
+def test_batches_hold_distinct_originals_each_with_a_manipulated_version_and_views():
+    index = make_index()
+    planner = ip.BatchPlanner(index, ip.Composition(4, 2, 3), seed=0)
+    for step in range(7):
+        records, valid = planner(step)
+        assert records.shape == valid.shape == (24,) and valid.all()
+        identity, variant, view = labels(index, records)
+        assert len(np.unique(identity)) == 4
+        for ident in np.unique(identity):
+            mine = identity == ident
+            assert min(variant[mine]) == 0 and len(set(variant[mine])) == 2
+            for v in set(variant[mine]):
+                views = view[mine & (variant == v)]
+                assert len(views) == 3 and len(set(views)) == 3  # distinct benign views
+
+
+def test_every_identity_once_per_epoch_and_deterministic_for_a_seed():
+    index = make_index(identities=12)
+    planner = ip.BatchPlanner(index, ip.Composition(4, 2, 2), seed=3)
+    assert planner.steps_per_epoch == 3
+    for epoch in range(2):
+        seen = np.concatenate([
+            np.unique(index.identity[planner(epoch * 3 + s)[0]]) for s in range(3)])
+        assert sorted(seen) == sorted(np.unique(index.identity))
+    again = ip.BatchPlanner(index, ip.Composition(4, 2, 2), seed=3)
+    other = ip.BatchPlanner(index, ip.Composition(4, 2, 2), seed=4)
+    assert all(np.array_equal(planner(s)[0], again(s)[0]) for s in range(6))
+    assert any(not np.array_equal(planner(s)[0], other(s)[0]) for s in range(6))
+
+
+def test_host_shards_are_disjoint_and_cover_the_identities():
+    index = make_index(identities=9)
+    shards = [ip.BatchPlanner(index, ip.Composition(2, 2, 2), seed=0, shard_index=i,
+                              shard_count=3) for i in range(3)]
+    owned = [set(s.identities) for s in shards]
+    assert set.union(*owned) == set(np.unique(index.identity).tolist())
+    assert sum(len(o) for o in owned) == 9
+    for shard in shards:
+        assert set(index.identity[shard(0)[0]]) <= set(shard.identities)
+
+
+def test_missing_views_and_variants_become_invalid_slots():
+    # Identity 0 has one manipulated version only, and its original has a single view.
+    drop = {(0, 2, w) for w in range(4)} | {(0, 0, w) for w in range(1, 4)}
+    index = make_index(identities=1, variants=3, views=4, drop=drop)
+    planner = ip.BatchPlanner(index, ip.Composition(1, 3, 2), seed=0)
+    records, valid = planner(0)
+    identity, variant, view = labels(index, records)
+    # Slots: variant 0 x 2 views (one real), variant 1 x 2 views (both real), missing variant.
+    assert valid.tolist() == [True, False, True, True, False, False]
+    assert variant[valid].tolist() == [0, 1, 1]
+
+
+def test_planner_refuses_what_cannot_make_a_batch():
+    no_manipulated = make_index(identities=4, variants=1)
+    with pytest.raises(ValueError, match="manipulated version"):
+        ip.BatchPlanner(no_manipulated, ip.Composition(2, 2, 2), seed=0)
+    with pytest.raises(ValueError, match="lower it"):
+        ip.BatchPlanner(make_index(identities=3), ip.Composition(4, 2, 2), seed=0)
+    with pytest.raises(ValueError, match=">= 2"):
+        ip.BatchPlanner(make_index(), ip.Composition(2, 1, 2), seed=0)
+
+
+def test_identity_ordinals_are_compact_and_shared():
+    index = make_index(identities=3)
+    assert sorted(set(index.ordinal.tolist())) == [0, 1, 2]
+    assert np.array_equal(index.ordinal[index.identity == 2007], np.full(12, 2, np.int32))
+
+
+def test_missing_records_name_the_build_command(tmp_path):
+    with pytest.raises(ip.RecordsNotFoundError) as error:
+        ip.records_dir("psbattles24k", "default", str(tmp_path))
+    message = str(error.value)
+    assert f"python -m preprocessing.build --dataset psbattles24k --data_dir {tmp_path}" in message
+    assert "--manual_dir" in message
+
+
+# ---- on real records ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_records(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("tiny"))
+    build.build("oscar_demo", data_dir=data_dir, config="tiny", verbose=False)
+    return ip.records_dir("oscar_demo", "tiny", data_dir)
+
+
+def test_batches_from_records_have_the_contract_shapes(tiny_records, tmp_path):
+    composition = ip.Composition(2, 2, 2)
+    dataset, example = ip.train_dataset(tiny_records, "train", composition, seed=0,
+                                        num_steps=4, index_cache=str(tmp_path))
+    batch = next(iter(dataset))
+    assert batch["image"].shape == (8, 64, 64, 3) and batch["image"].dtype == np.uint8
+    assert batch["crops"].shape == (8, 5, 32, 32, 3)
+    assert batch["relations"].shape == (8, 5, 5, 8)
+    assert batch["node_mask"][:, 0].all()  # objects, then the background node, then padding
+    assert batch["identity"].dtype == np.int32 and batch["valid"].all()
+    for name in batch:
+        np.testing.assert_array_equal(batch[name], example[name])
+    assert list(tmp_path.glob("record-index-*.npz")), "the label index is cached"
+
+
+def test_iterator_state_resumes_the_same_batches_in_worker_processes(tiny_records):
+    composition = ip.Composition(2, 2, 2)
+    dataset, _ = ip.train_dataset(tiny_records, "train", composition, seed=1, num_steps=8,
+                                  workers=1)
+    iterator = iter(dataset)
+    for _ in range(3):
+        next(iterator)
+    state = json.loads(json.dumps(iterator.get_state()))  # as the checkpoint stores it
+    expected = [{k: np.array(v) for k, v in next(iterator).items()} for _ in range(3)]
+    iterator.close()
+    resumed = iter(ip.train_dataset(tiny_records, "train", composition, seed=1, num_steps=8,
+                                    workers=1)[0])
+    resumed.set_state(state)
+    for want in expected:
+        got = next(resumed)
+        for name in want:
+            np.testing.assert_array_equal(np.asarray(got[name]), want[name])
+    resumed.close()
+
+
+def test_read_split_returns_every_record_once(tiny_records):
+    keys = np.concatenate([b["key"] for b in ip.read_split(tiny_records, "test", batch_size=5)])
+    assert len(keys) == 12 and len(set(keys.tolist())) == 12

@@ -1,0 +1,246 @@
+"""The trainer: schedule, resume after SIGTERM, init_from, NaN stop, configs, runlocal."""
+
+from __future__ import annotations
+
+import ast
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import common
+from configs import demo as demo_config
+from configs import full as full_config
+from oscar_jax import input_pipeline, train
+from preprocessing import build
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir: str, **changes):
+    config = demo_config.get_config("tiny")
+    config.data_dir = data_dir
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("records"))
+    build.build("oscar_demo", data_dir=path, config="tiny", verbose=False)
+    return path
+
+
+def read_metrics(workdir) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def final_params(workdir) -> dict:
+    _, _, variables = train.restore_inference(str(workdir))
+    return variables
+
+
+def run_cli(workdir, data_dir, *extra, wait=True, cache=None):
+    command = [sys.executable, "-m", "oscar_jax.train", "--config", "configs/demo.py:tiny",
+               "--workdir", str(workdir), f"--config.data_dir={data_dir}", *extra]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    if cache:  # later runs of one test reuse the compiled step
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache),
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+    if wait:
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_step_decay_schedule():
+    config = common.get_base_config()
+    config.learning_rate, config.total_steps = 1e-3, 100
+    config.lr_decay_at, config.lr_decay_factor = (0.5, 0.8), 0.1
+    schedule = train.learning_rate_schedule(config)
+    values = [float(schedule(s)) for s in (0, 49, 50, 79, 80, 99)]
+    np.testing.assert_allclose(values, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5], rtol=1e-6)
+
+
+def test_weight_decay_is_l2_added_to_the_gradient():
+    config = common.get_base_config()
+    config.weight_decay, config.learning_rate = 0.5, 1.0
+    tx = train.create_optimizer(config)
+    params = {"w": np.float32(2.0)}
+    updates, _ = tx.update({"w": np.float32(0.0)}, tx.init(params), params)
+    # Adam's first step moves by -lr * sign(g), and g = 0 + 0.5 * 2 is positive.
+    np.testing.assert_allclose(float(updates["w"]), -1.0, rtol=1e-4)
+
+
+def test_first_non_finite_names_the_step():
+    history = [(1, {"loss": 1.0}), (2, {"loss": float("nan")}), (3, {"loss": float("inf")})]
+    assert train.first_non_finite(history)[0] == 2
+    assert train.first_non_finite(history[:1]) is None
+
+
+def test_every_config_field_has_a_comment_and_every_config_loads():
+    files = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True))
+    assert len(files) >= 5
+    for path in files:
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for number, line in enumerate(lines, 1):
+            stripped = line.strip()
+            if stripped.startswith(("c.", "m.", "config.")) and " = " in stripped:
+                assert "#" in stripped, f"{path}:{number} has no comment: {stripped}"
+        tree = ast.parse("\n".join(lines))
+        if any(isinstance(n, ast.FunctionDef) and n.name == "get_config" for n in tree.body):
+            assert "python -m oscar_jax.train" in (ast.get_docstring(tree) or ""), path
+    assert full_config.get_config().model.cnn == "resnet50"
+
+
+def test_full_config_without_records_prints_the_build_command(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "oscar_jax.train", "--config", "configs/full.py",
+         "--workdir", str(tmp_path / "run"), f"--config.data_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"python -m preprocessing.build --dataset psbattles24k --data_dir {tmp_path}" in (
+        result.stderr)
+
+
+def test_runlocal_full_model_compiles_and_steps(tmp_path):
+    assert jax.local_device_count() == 2
+    config = full_config.get_config("runlocal")
+    state = train.train_and_evaluate(config, str(tmp_path))
+    assert int(state.step[0]) == 1
+    (metrics,) = read_metrics(tmp_path)
+    assert np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
+    saved = json.load(open(tmp_path / "config.json"))
+    assert saved["model"]["cnn"] == "resnet50" and saved["model"]["num_layers"] == 6
+    assert "jax" in json.load(open(tmp_path / "versions.json"))["packages"]
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path, monkeypatch):
+    real = input_pipeline.synthetic_batch
+
+    def poisoned(*args, **kwargs):
+        batch = real(*args, **kwargs)
+        batch["geometry"][:] = np.nan
+        return batch
+
+    monkeypatch.setattr(input_pipeline, "synthetic_batch", poisoned)
+    config = tiny_config("unused", synthetic_data=True, total_steps=3, log_every=3)
+    config.synthetic.max_objects, config.synthetic.crop_size = 2, 16
+    config.synthetic.global_size = 32
+    with pytest.raises(FloatingPointError, match="at step 1;"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not os.listdir(tmp_path / "checkpoints"), "no checkpoint after a NaN"
+
+
+def test_loss_falls_on_a_tiny_set(data_dir, tmp_path):
+    config = tiny_config(data_dir, total_steps=40, log_every=5, checkpoint_every=40)
+    config.learning_rate, config.lr_decay_at = 3e-3, (0.9,)
+    train.train_and_evaluate(config, str(tmp_path))
+    losses = [m["loss"] for m in read_metrics(tmp_path)]
+    assert len(losses) == 8
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.1, losses
+    last = read_metrics(tmp_path)[-1]
+    assert last["images_per_second"] > 0 and 0 < last["bits_one"] < 1
+    assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+
+
+def test_init_from_copies_the_pretrained_cnn_into_both_streams(data_dir, tmp_path):
+    pretrain = demo_config.get_config("tiny,pretrain")
+    pretrain.data_dir, pretrain.total_steps = data_dir, 2
+    train.train_and_evaluate(pretrain, str(tmp_path / "pretrain"))
+    _, _, pretrained = train.restore_inference(str(tmp_path / "pretrain"))
+    config = tiny_config(data_dir, init_from=str(tmp_path / "pretrain"))
+    iterator, batch = train.create_data(config, str(tmp_path / "main"))
+    variables = train.initial_variables(config, train.create_model(config), batch)
+    for collection in ("params", "batch_stats"):
+        for stream in ("global_cnn", "object_cnn"):
+            jax.tree.map(np.testing.assert_array_equal, variables[collection][stream],
+                         pretrained[collection]["global_cnn"])
+
+
+def test_sigterm_then_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
+    steps = ["--config.total_steps=60", "--config.checkpoint_every=100", "--config.log_every=1"]
+    cache = tmp_path / "jax-cache"
+    straight = run_cli(tmp_path / "straight", data_dir, *steps, cache=cache)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    interrupted = tmp_path / "interrupted"
+    process = run_cli(interrupted, data_dir, *steps, wait=False, cache=cache)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        metrics = interrupted / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    assert "SIGTERM: saved step" in out
+    stopped_at = int(out.split("SIGTERM: saved step ")[1].split()[0])
+    assert 4 <= stopped_at < 60, out
+
+    resumed = run_cli(interrupted, data_dir, *steps, cache=cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from step {stopped_at}" in resumed.stdout
+    jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / "straight"),
+                 final_params(interrupted))
+    logged = [m["step"] for m in read_metrics(interrupted)]
+    assert logged[-1] == 60 and sorted(set(logged)) == list(range(1, 61))
+
+
+def test_separation_by_hand():
+    from oscar_jax.separation import separation
+
+    # One identity: reference r, benign views b1 b2, manipulated m1 m2.
+    identity = np.zeros(5, int)
+    variant = np.array([0, 0, 0, 1, 2])
+    view = np.array([0, 1, 2, 0, 0])
+    distance = np.zeros((5, 5))
+    distance[0] = [0, 1, 4, 4, 2]  # b1=1, b2=4; m1=4, m2=2
+    # pairs: (1,4) win, (1,2) win, (4,4) tie, (4,2) loss -> (1 + 1 + 0.5 + 0) / 4
+    result = separation(distance, identity, variant, view)
+    assert result["separation"] == pytest.approx(0.625)
+    assert result["benign_distance"] == pytest.approx(2.5)
+    assert result["manipulated_distance"] == pytest.approx(3.0)
+    # A second identity without manipulated versions is left out, not scored.
+    result = separation(np.pad(distance, ((0, 2), (0, 2))), np.r_[identity, 1, 1],
+                        np.r_[variant, 0, 0], np.r_[view, 0, 1])
+    assert result["identities"] == 1 and result["separation"] == pytest.approx(0.625)
+
+
+def test_ablation_configs_switch_the_right_parts():
+    from configs.ablations import table2, table3
+
+    a, e, f, j = (table3.get_config(x).model for x in "AEFJ")
+    assert (a.use_global, a.use_visual, a.use_geometry, a.use_shape, a.use_edges) == (
+        False, True, False, False, False)
+    assert (e.use_global, e.use_geometry, e.use_shape, e.use_edges) == (False, True, True, True)
+    assert not f.use_objects and f.use_global
+    assert j.to_dict() == full_config.get_config().model.to_dict()
+    assert table3.get_config("G").model.pooling == "first"
+    assert table3.get_config("H").model.encoder == "mlp"
+    assert table3.get_config("I").model.graph == "thresholded"
+    assert table3.get_config("C,runlocal").synthetic_data
+    simclr = table2.get_config("loss=simclr")
+    assert simclr.loss_kwargs.manipulated_negatives is False
+    assert table2.get_config("bits=128").model.code_bits == 128
+    assert table2.get_config("hash=tanh_bit_balance").hash_method == "tanh_bit_balance"
+    with pytest.raises(ValueError, match="choose one of"):
+        table2.get_config("bits=48")
+    with pytest.raises(ValueError, match="choose one of"):
+        table3.get_config("K")
+    with pytest.raises(ValueError, match="unknown config argument"):
+        full_config.get_config("fast")
