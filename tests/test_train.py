@@ -244,3 +244,16 @@ def test_ablation_configs_switch_the_right_parts():
         table3.get_config("K")
     with pytest.raises(ValueError, match="unknown config argument"):
         full_config.get_config("fast")
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_codes():
+    config = demo_config.get_config("tiny")
+    config.compute_dtype = "bfloat16"
+    model = train.create_model(config, axis_name=None)
+    batch = input_pipeline.synthetic_batch(input_pipeline.Composition(1, 2, 1), max_objects=2,
+                                           crop_size=16, global_size=32, seed=0)
+    variables = train.init_variables(model, batch, seed=0)
+    assert {x.dtype for x in jax.tree.leaves(variables["params"])} == {np.dtype("float32")}
+    inputs = {k: v for k, v in batch.items() if k in input_pipeline.MODEL_FIELDS}
+    z = model.apply(variables, inputs, train=False)
+    assert z.dtype == np.float32 and z.shape == (2, 16) and np.isfinite(np.asarray(z)).all()
