@@ -223,10 +223,13 @@ class BatchPlanner:
 
 
 def stack_records(examples: list[Mapping[str, Any]], ordinal: np.ndarray | None = None,
-                  indices: np.ndarray | None = None) -> Batch:
-    """Decodes raw records and stacks them into one batch (see the module docstring)."""
+                  indices: np.ndarray | None = None, *, with_keys: bool = False) -> Batch:
+    """Decodes raw records and stacks them into one batch (see the module docstring);
+    `with_keys` adds the records' `key` strings (which pmap cannot take)."""
     decoded = [scene_graph.decode_record(e) for e in examples]
     batch = {name: np.stack([d[name] for d in decoded]) for name in MODEL_FIELDS}
+    if with_keys:
+        batch["key"] = np.asarray([d["key"] for d in decoded])
     if ordinal is not None and indices is not None:
         batch["identity"] = ordinal[indices]
     else:
@@ -296,9 +299,7 @@ def read_split(directory: str, split: str, *, batch_size: int = 256) -> Iterator
     source = open_source(directory, split)
     for start in range(0, len(source), batch_size):
         examples = source.__getitems__(range(start, min(len(source), start + batch_size)))
-        batch = stack_records(examples)
-        batch["key"] = np.asarray([scene_graph.decode_record(e)["key"] for e in examples])
-        yield batch
+        yield stack_records(examples, with_keys=True)
 
 
 def synthetic_batch(

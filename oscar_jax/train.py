@@ -193,17 +193,13 @@ def cnn_weights_from_run(workdir: str) -> dict[tuple[str, ...], np.ndarray]:
     """The trained CNN of a pretraining run (its `global_cnn`), as flat paths
     (collection, module, ..., leaf) that `resnet.merge_pretrained` takes."""
     config = load_config(workdir)
-    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
-                                    item_names=("state", "data"))
-    step = manager.latest_step()
-    if step is None:
+    try:
+        state = restore_state(workdir)
+    except FileNotFoundError as e:
         raise FileNotFoundError(
             f"init_from={workdir} has no checkpoint; run the pretraining first: "
             f"python -m oscar_jax.train --config configs/pretrain.py --workdir {workdir}"
-        )
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    manager.close()
-    state = restored["state"]
+        ) from e
     weights = {}
     for collection in ("params", "batch_stats"):
         flat = flax.traverse_util.flatten_dict(state[collection])
@@ -308,10 +304,8 @@ def restore_checkpoint(manager: ocp.CheckpointManager, state: TrainState, iterat
     return restored["state"]
 
 
-def restore_inference(workdir: str, step: int | None = None):
-    """(config, model without pmap axis, {'params', 'batch_stats'}) of a trained workdir."""
-    config = load_config(workdir)
-    model = create_model(config, axis_name=None)
+def restore_state(workdir: str, step: int | None = None) -> dict:
+    """The saved train state of a workdir (the latest step by default) as nested arrays."""
     manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
                                     item_names=("state", "data"))
     step = manager.latest_step() if step is None else step
@@ -320,6 +314,14 @@ def restore_inference(workdir: str, step: int | None = None):
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
                             )["state"]
     manager.close()
+    return state
+
+
+def restore_inference(workdir: str, step: int | None = None):
+    """(config, model without pmap axis, {'params', 'batch_stats'}) of a trained workdir."""
+    config = load_config(workdir)
+    model = create_model(config, axis_name=None)
+    state = restore_state(workdir, step)
     return config, model, {"params": state["params"], "batch_stats": state["batch_stats"]}
 
 
