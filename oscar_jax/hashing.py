@@ -162,3 +162,10 @@ def hamming_distance(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> np.ndar
         xor = np.bitwise_xor(a[start : start + chunk, None, :], b[None, :, :])
         out[start : start + chunk] = _POPCOUNT[xor].sum(axis=-1, dtype=np.int64)
     return out
+
+
+def paired_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances between corresponding packed codes: [..., B] x [..., B] -> int64 [...]
+    (shapes broadcast)."""
+    return _POPCOUNT[np.bitwise_xor(np.asarray(a, np.uint8), np.asarray(b, np.uint8))].sum(
+        axis=-1, dtype=np.int64)

@@ -225,11 +225,12 @@ class BatchPlanner:
 def stack_records(examples: list[Mapping[str, Any]], ordinal: np.ndarray | None = None,
                   indices: np.ndarray | None = None, *, with_keys: bool = False) -> Batch:
     """Decodes raw records and stacks them into one batch (see the module docstring);
-    `with_keys` adds the records' `key` strings (which pmap cannot take)."""
+    `with_keys` adds the records' `key` and `transforms` strings (which pmap cannot take)."""
     decoded = [scene_graph.decode_record(e) for e in examples]
     batch = {name: np.stack([d[name] for d in decoded]) for name in MODEL_FIELDS}
     if with_keys:
         batch["key"] = np.asarray([d["key"] for d in decoded])
+        batch["transforms"] = np.asarray([d["transforms"] for d in decoded])
     if ordinal is not None and indices is not None:
         batch["identity"] = ordinal[indices]
     else:

@@ -19,15 +19,15 @@ import os
 import sys
 
 import imagehash
-import jax
 import numpy as np
 from absl import app, flags
 from PIL import Image
 from tqdm import tqdm
 
+import oscar_jax.hash as image_hash
 from oscar_jax import hashing, input_pipeline
 
-EVAL_BATCH = 64
+EVAL_BATCH = image_hash.EVAL_BATCH
 
 
 def separation(distance: np.ndarray, identity: np.ndarray, variant: np.ndarray,
@@ -74,29 +74,6 @@ def phash_bits(images: np.ndarray) -> np.ndarray:
     return np.packbits(np.asarray(bits, bool), axis=-1)
 
 
-def model_encoder(workdir: str):
-    """A function from record batches to packed codes for the workdir's trained model."""
-    from oscar_jax import train
-
-    _, model, variables = train.restore_inference(workdir)
-
-    @jax.jit
-    def embed(batch):
-        return model.apply(variables, batch, train=False)
-
-    def encode(batch: dict[str, np.ndarray]) -> np.ndarray:
-        n = len(batch["image"])
-        inputs = {}
-        for name in input_pipeline.MODEL_FIELDS:
-            x = batch[name]
-            pad = np.zeros((EVAL_BATCH - n, *x.shape[1:]), x.dtype)
-            inputs[name] = np.concatenate([x, pad])  # static shapes: one compilation
-        z = np.asarray(embed(inputs))[:n]
-        return hashing.pack_bits(np.where(z >= 0, 1.0, -1.0))
-
-    return encode
-
-
 def evaluate(workdir: str, split: str | None = None) -> dict:
     """Codes of the model and of pHash for every record of a split, and their separation."""
     from oscar_jax import train
@@ -105,7 +82,7 @@ def evaluate(workdir: str, split: str | None = None) -> dict:
     split = split or config.eval_split
     directory = input_pipeline.records_dir(config.dataset, config.dataset_config,
                                            config.data_dir)
-    encode = model_encoder(workdir)
+    encode, _ = image_hash.model_encoder(workdir)
     codes = {"oscar": [], "phash": []}
     labels = {"identity": [], "variant": [], "view": []}
     total = input_pipeline.open_source(directory, split).__len__()

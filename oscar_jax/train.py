@@ -43,6 +43,7 @@ from absl import app, flags, logging
 from flax.training import train_state
 from ml_collections import config_flags
 
+import oscar_jax.hash as image_hash
 from oscar_jax import hashing, input_pipeline, losses
 from oscar_jax.models import oscar, resnet
 
@@ -162,6 +163,9 @@ def create_data(config: ml_collections.ConfigDict, workdir: str):
         return None, batch
     directory = input_pipeline.records_dir(config.dataset, config.dataset_config,
                                            config.data_dir)
+    if jax.process_index() == 0:  # how the records were made, so hashing can do the same
+        with open(os.path.join(workdir, image_hash.RECORDS_JSON), "w") as f:
+            json.dump(image_hash.read_record_settings(directory), f, indent=2)
     dataset, example = input_pipeline.train_dataset(
         directory, config.train_split, composition, seed=config.seed,
         num_steps=config.total_steps, workers=config.data_workers,

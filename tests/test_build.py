@@ -22,7 +22,8 @@ from preprocessing.manipulations import generate_scene, random_manipulation
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The smallest demo set that still has photos, crops, scenes, manipulations and views.
-MICRO = dict(max_photos="2", num_scenes="2", crop_scales="0.6", test_fraction="0.5")
+MICRO = dict(max_photos="2", num_scenes="2", crop_scales="0.6", test_fraction="0.5",
+             single_views="0")
 
 
 def micro_config(**extra):
@@ -126,14 +127,14 @@ def test_killed_build_resumes_to_identical_records(tmp_path, micro_build):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert 0 < _chunk_count(data_dir) < 6
-    assert not os.path.isdir(os.path.join(data_dir, "oscar_demo", "micro", "1.0.0"))
+    assert not os.path.isdir(os.path.join(data_dir, "oscar_demo", "micro", "1.1.0"))
 
     resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "outcome log" in resumed.stdout
-    path = os.path.join(data_dir, "oscar_demo", "micro", "1.0.0")
+    path = os.path.join(data_dir, "oscar_demo", "micro", "1.1.0")
     assert_same_records(read_records(path), read_records(micro_build.builder.data_dir))
-    with open(os.path.join(data_dir, "_work", "oscar_demo", "micro", "1.0.0",
+    with open(os.path.join(data_dir, "_work", "oscar_demo", "micro", "1.1.0",
                            "outcomes.jsonl")) as f:
         keys = [json.loads(line)["key"] for line in f]
     assert len(keys) == len(set(keys)) == micro_build.summary["totals"]["inputs"]

@@ -12,7 +12,9 @@ split, removal by inpainting, recolouring, copy-move, a caption, a local warp). 
 original or manipulated, is stored as view 0 (untouched) and as benign views drawn with the
 *train* ranges of `preprocessing.transforms` in the train split and the *test* ranges in the
 test split. The split is by source photo or scene, so no original, nor any crop of the same
-photo, appears in both splits.
+photo, appears in both splits. Like PSBattles360K-S, the splits `test_seen` and `test_unseen`
+hold `single_views` views of each single transform (6 seen in training, 6 unseen) of every
+test original, for the per-transform robustness of `python -m oscar_jax.evaluate`.
 
 Build it with `python -m preprocessing.build --dataset oscar_demo` (config `default`), or the
 `tiny` config for tests.
@@ -77,6 +79,8 @@ class DemoConfig(base.SceneGraphConfig):
       train_views: benign views per image in the train split (besides view 0).
       test_views: benign views per image in the test split (besides view 0).
       test_fraction: fraction of photos and of scenes held out for the test split.
+      single_views: views of each single transform per test original, in the
+        PSBattles360K-S style splits `test_seen` and `test_unseen` (0: no such splits).
     """
 
     photos: bool = True
@@ -88,6 +92,7 @@ class DemoConfig(base.SceneGraphConfig):
     train_views: int = 4
     test_views: int = 4
     test_fraction: float = 0.25
+    single_views: int = 2
 
 
 class OscarDemoMaker(base.SceneGraphMaker):
@@ -108,7 +113,10 @@ class OscarDemoMaker(base.SceneGraphMaker):
         if spec["view"] == 0:
             return image, masks, "", base.view_name(item.key)
         rng = base.item_rng(self.config.seed, "view", item.key)
-        view = transforms.random_view(image, rng, spec["ranges"], masks=masks)
+        if spec.get("single"):
+            view = transforms.single_view(image, spec["single"], rng, "test", masks=masks)
+        else:
+            view = transforms.random_view(image, rng, spec["ranges"], masks=masks)
         return view.image, view.masks, view.description, base.view_name(item.key)
 
     def original(self, spec: dict) -> tuple[np.ndarray, np.ndarray | None]:
@@ -148,14 +156,18 @@ class OscarDemo(base.SceneGraphBuilder):
     """Embedded demo data: sample photos, their crops and generated scenes, with scripted
     local manipulations and benign views; split by source photo or scene."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Splits test_seen and test_unseen: single transforms of the test originals.",
+    }
     BUILDER_CONFIGS = [
         DemoConfig(name="default", description="The demo set that `make demo` trains on.",
                    max_objects=8, crop_size=64, global_size=128),
         DemoConfig(name="tiny", description="A few records, for tests.", max_objects=4,
                    crop_size=32, global_size=64, max_photos=3, crop_scales=(0.6,), num_scenes=3,
-                   image_size=96, variants=1, train_views=1, test_views=1, test_fraction=0.34),
+                   image_size=96, variants=1, train_views=1, test_views=1, test_fraction=0.34,
+                   single_views=1),
         DemoConfig(name="scenes", description="Generated scenes only, ground-truth detector.",
                    max_objects=8, crop_size=64, global_size=128, photos=False, num_scenes=96,
                    detector="oracle"),
@@ -189,7 +201,8 @@ class OscarDemo(base.SceneGraphBuilder):
         del manual_dir  # everything is embedded
         config: DemoConfig = self.builder_config
         originals = self.originals()
-        items: dict[str, list[base.WorkItem]] = {"train": [], "test": []}
+        items: dict[str, list[base.WorkItem]] = {
+            s: [] for s in ("train", "test", "test_seen", "test_unseen")}
         for identity, original in enumerate(originals):
             split = original["split"]
             donors = [o for o in originals
@@ -206,6 +219,18 @@ class OscarDemo(base.SceneGraphBuilder):
                                 original=original, donor=donor)
                     source = original.get("path", f"generated:{original['name']}")
                     items[split].append(base.WorkItem(key, split, source, spec))
+            if split == "test":
+                source = original.get("path", f"generated:{original['name']}")
+                for set_name, names in (("seen", transforms.SEEN_SINGLE),
+                                        ("unseen", transforms.UNSEEN)):
+                    for t, name in enumerate(names):
+                        for k in range(config.single_views):
+                            spec = dict(identity=identity, variant=0,
+                                        view=1 + t * config.single_views + k, ranges="test",
+                                        original=original, donor=None, single=name)
+                            key = f"{original['name']}/0/{name}-{k}"
+                            items[f"test_{set_name}"].append(
+                                base.WorkItem(key, f"test_{set_name}", source, spec))
         return {split: batch for split, batch in items.items() if batch}
 
     def extra_metadata(self) -> dict:

@@ -1,0 +1,244 @@
+"""Hashing images with a trained workdir (`oscar_jax.hash`) and the benchmarks (`evaluate`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import oscar_jax
+import oscar_jax.hash as image_hash
+from configs import demo as demo_config
+from oscar_jax import baselines, evaluate, input_pipeline, metrics, train
+from preprocessing import build
+from preprocessing.datasets import oscar_demo
+from preprocessing.images import decode_image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(workdir, records folder): tiny demo records and a tiny model trained two steps."""
+    data_dir = str(tmp_path_factory.mktemp("records"))
+    build.build("oscar_demo", data_dir=data_dir, config="tiny", verbose=False)
+    config = demo_config.get_config("tiny")
+    config.data_dir, config.total_steps, config.log_every = data_dir, 2, 1
+    config.report_at_end = False
+    workdir = str(tmp_path_factory.mktemp("run"))
+    train.train_and_evaluate(config, workdir)
+    return workdir, input_pipeline.records_dir("oscar_demo", "tiny", data_dir)
+
+
+def test_file_hash_equals_the_code_of_its_record(trained):
+    """The query path (decode, shrink, detector, scene graph, JPEG round trip) rebuilds the
+    record the builder stored, so a test original's file gets the code of its record."""
+    workdir, records = trained
+    hasher = oscar_jax.load_hasher(workdir)
+    assert os.path.exists(os.path.join(workdir, image_hash.RECORDS_JSON))
+    batch = next(input_pipeline.read_split(records, "test", batch_size=1000))
+    photos = oscar_demo.photo_paths()
+    chosen = [i for i, key in enumerate(batch["key"])
+              if key.endswith("/0/0") and key.split("/")[0] in photos]
+    assert chosen, "the tiny test split has a full-size photo original"
+    paths = [photos[batch["key"][i].split("/")[0]] for i in chosen]
+    result = hasher.hash_paths(paths, progress=False)
+    expected = hasher.hash_records({k: v[chosen] for k, v in batch.items()})
+    assert result.codes.shape == (len(paths), hasher.code_bytes) == (len(paths), 2)
+    assert result.codes.dtype == np.uint8
+    np.testing.assert_array_equal(result.codes, expected)
+    # A different image gets a different code, and in-memory pixels equal the file.
+    pixels = decode_image(paths[0])
+    np.testing.assert_array_equal(hasher.hash_arrays([pixels]), expected[:1])
+
+
+def test_cli_keeps_going_past_bad_images(trained, tmp_path):
+    workdir, _ = trained
+    good = [oscar_demo.photo_paths()[n] for n in ("astronaut", "coffee")]
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    inputs = [good[0], str(empty), good[1], str(text)]
+    out = tmp_path / "codes.npy"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    run = subprocess.run(
+        [sys.executable, "-m", "oscar_jax.hash", "--workdir", workdir, "--out", str(out),
+         "--format", "hex", "--workers", "2"],
+        input="\n".join(inputs) + "\n", cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert f"{empty}: " in run.stderr and f"{text}: " in run.stderr
+    assert "2 of 4 images could not be hashed" in run.stderr
+    codes = np.load(out)
+    assert codes.shape == (2, train.load_config(workdir).model.code_bits // 8)
+    assert (tmp_path / "codes.paths.txt").read_text().split("\n")[:2] == good
+    lines = [line.split("\t") for line in run.stdout.strip().split("\n")]
+    assert [path for _, path in lines] == good
+    assert [bytes.fromhex(code) for code, _ in lines] == [c.tobytes() for c in codes]
+
+
+def test_baseline_method_needs_no_workdir(tmp_path):
+    path = oscar_demo.photo_paths()["chelsea"]
+    hasher = image_hash.load_hasher(None, "phash")
+    result = hasher.hash_paths([path, str(tmp_path / "missing.jpg")], progress=False)
+    assert result.paths == [path] and result.failures[0][1] == "file not found"
+    np.testing.assert_array_equal(result.codes,
+                                  baselines.hash_images("phash", [decode_image(path)]))
+    with pytest.raises(ValueError, match="unknown method 'sha1'"):
+        image_hash.load_hasher(None, "sha1")
+    with pytest.raises(ValueError, match="needs the --workdir"):
+        image_hash.load_hasher(None, "oscar")
+
+
+def test_oracle_records_cannot_hash_new_images():
+    with pytest.raises(ValueError, match="cannot run on new images"):
+        image_hash.ImageRecordMaker({"detector": "oracle"})
+
+
+def synthetic_codeset(codes: dict[str, np.ndarray], identities: int, views: int,
+                      manipulated: int) -> evaluate.CodeSet:
+    identity, variant, view = [], [], []
+    for i in range(identities):
+        for v in range(manipulated + 1):
+            for w in range(views + 1):
+                identity.append(i), variant.append(v), view.append(w)
+    n = len(identity)
+    for name, c in codes.items():
+        assert len(c) == n, name
+    return evaluate.CodeSet(codes, np.asarray(identity), np.asarray(variant), np.asarray(view),
+                            np.asarray([""] * n))
+
+
+def test_benchmarks_of_a_perfect_and_of_a_constant_hash():
+    """A code that ignores benign views and flips under manipulation scores 1 on Benchmark I
+    and R@1 = R@1-bar = 1 (FR1 = 1/2, eq. 13's maximum); a constant code ties everywhere,
+    and ties go against the method: every score is 0."""
+    rng = np.random.default_rng(0)
+    identities, views, manipulated = 5, 3, 2
+    base = rng.integers(0, 256, (identities, 8), dtype=np.uint8)
+    perfect = []
+    for i in range(identities):
+        for v in range(manipulated + 1):
+            code = base[i] if v == 0 else base[i] ^ rng.integers(0, 256, 8, dtype=np.uint8)
+            perfect += [code] * (views + 1)
+    n = len(perfect)
+    records = synthetic_codeset({"perfect": np.asarray(perfect),
+                                 "constant": np.zeros((n, 8), np.uint8)},
+                                identities, views, manipulated)
+    roles = evaluate.Roles.of(records)
+    assert len(roles.originals) == identities
+    assert len(roles.benign) == identities * views
+    assert len(roles.manipulated) == identities * manipulated * (views + 1)
+    distractors = rng.integers(0, 256, (50, 8), dtype=np.uint8)
+    counts = [0, 25, 50]
+
+    one = evaluate.benchmark_one(records, roles, "perfect", distractors, counts)
+    two = evaluate.benchmark_two(records, roles, "perfect", distractors, counts)
+    assert [s["mmAP"] for s in one] == [1.0, 1.0, 1.0]
+    assert two[-1]["R@1"] == 1.0 and two[-1]["R@1_bar"] == 1.0 and two[-1]["FR1"] == 0.5
+
+    one = evaluate.benchmark_one(records, roles, "constant", distractors, counts)
+    two = evaluate.benchmark_two(records, roles, "constant", distractors, counts)
+    assert all(s["mmAP"] == 0.0 for s in one)
+    assert two[0]["R@1"] == 0.0 and two[0]["R@1_bar"] == 0.0 and two[0]["FR1"] == 0.0
+
+
+def test_histogram_benchmarks_equal_the_full_distance_matrix():
+    """The evaluator labels only each query's own records and counts the rest by histogram;
+    the scores equal metrics on the full query x database matrix (few bits: many ties)."""
+    rng = np.random.default_rng(1)
+    identities, views, manipulated = 6, 3, 2
+    n = identities * (manipulated + 1) * (views + 1)
+    codes = rng.integers(0, 256, (n, 1), dtype=np.uint8) & 0b111  # 3 bits vary
+    records = synthetic_codeset({"m": codes}, identities, views, manipulated)
+    roles = evaluate.Roles.of(records)
+    distractors = rng.integers(0, 8, (40, 1), dtype=np.uint8)
+    ident = records.identity
+
+    one = evaluate.benchmark_one(records, roles, "m", distractors, [0, 40])
+    database = np.concatenate([roles.benign, roles.manipulated])
+    distance = metrics.hamming(codes[roles.originals], codes[database])
+    same = ident[roles.originals][:, None] == ident[database][None, :]
+    relevant = same & (records.variant[database] == 0)
+    expected = metrics.benchmark_one(distance, relevant, same & ~relevant)
+    assert one[0] == pytest.approx(expected)
+    full = metrics.hamming(codes[roles.originals], np.concatenate([codes[database], distractors]))
+    pad = np.zeros((len(roles.originals), len(distractors)), bool)
+    expected = metrics.benchmark_one(full, np.hstack([relevant, pad]),
+                                     np.hstack([same & ~relevant, pad]))
+    assert one[1] == pytest.approx(expected)
+
+    two = evaluate.benchmark_two(records, roles, "m", distractors, [40])[0]
+    originals = np.concatenate([codes[roles.originals], distractors])
+    column = {int(i): c for c, i in enumerate(ident[roles.originals])}
+    expected = metrics.benchmark_two(
+        metrics.hamming(codes[roles.benign], originals),
+        np.asarray([column[int(i)] for i in ident[roles.benign]]),
+        metrics.hamming(codes[roles.manipulated], originals),
+        np.asarray([column[int(i)] for i in ident[roles.manipulated]]))
+    assert two == pytest.approx(expected)
+
+
+def test_roles_need_originals_views_and_manipulations():
+    records = synthetic_codeset({"m": np.zeros((4, 8), np.uint8)}, 2, 1, 0)
+    with pytest.raises(ValueError, match="manipulated versions"):
+        evaluate.Roles.of(records)
+
+
+def test_distractor_counts_and_transform_names():
+    assert evaluate.distractor_counts(0, 4) == [0]
+    assert evaluate.distractor_counts(10, 4) == [0, 2, 5, 8, 10]
+    assert evaluate.transform_name("gaussian_blur(sigma=1.5)") == "gaussian_blur"
+    assert evaluate.transform_name("") == "none"
+
+
+def test_evaluate_writes_the_report_tables_and_plots(trained, tmp_path):
+    workdir, records = trained
+    report = evaluate.evaluate(workdir=workdir, methods=["oscar", "phash", "pdq"],
+                               distractors="train", distractor_steps=2, out=str(tmp_path))
+    train_size = len(input_pipeline.open_source(records, "train"))
+    assert report["distractor_counts"] == [0, round(train_size / 2), train_size]
+    assert set(report["methods"]) == {"oscar", "phash", "pdq"}
+    assert report["methods"]["pdq"]["bits"] == 256
+    for method in report["methods"].values():
+        for key, value in (*method["benchmark_one"].items(),
+                           *method["benchmark_two"].items()):
+            if not key.endswith("queries"):
+                assert 0.0 <= value <= 1.0, key
+        assert len(method["scalability"]["FR1"]) == 3
+        seen = method["robustness"]["seen"]
+        assert {"compress", "rotate", "padding", "mixed"} <= set(seen)
+        assert {"shot_noise", "pixelate"} <= set(method["robustness"]["unseen"])
+    with open(tmp_path / "report.json") as f:
+        assert json.load(f)["methods"]["oscar"]["workdir"] == workdir
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| oscar | 16 |" in markdown and "Tables 4 and 5" in markdown
+    assert "FR1 per unseen transform" in markdown
+    for plot in ("scalability.png", "robustness.png"):
+        assert (tmp_path / plot).stat().st_size > 1000
+    assert "I: mmAP" in evaluate.format_table(report)
+
+
+def test_distractors_must_be_unrelated(trained, tmp_path):
+    workdir, _ = trained
+    with pytest.raises(ValueError, match="distractors must be unrelated"):
+        evaluate.evaluate(workdir=workdir, methods=["ahash"], distractors="test_seen",
+                          out=str(tmp_path), plots=False)
+
+
+def test_code_length_plot_from_models_of_several_lengths(tmp_path):
+    def method(bits, mmap, fr1):
+        return {"bits": bits, "workdir": f"runs/bits{bits}", "robustness": {},
+                "benchmark_one": {"mmAP": mmap}, "benchmark_two": {"FR1": fr1}}
+
+    report = {"distractor_counts": [0], "methods": {
+        "bits32": method(32, 0.5, 0.30), "bits64": method(64, 0.6, 0.33),
+        "phash": {**method(64, 0.2, 0.1), "workdir": None}}}
+    assert [p[1] for p in evaluate.code_length_points(report)] == [32, 64]
+    assert evaluate.write_plots(report, str(tmp_path)) == ["code_length.png"]
+    assert (tmp_path / "code_length.png").stat().st_size > 1000
