@@ -264,8 +264,8 @@ def method_hashers(workdirs: Sequence[str], methods: Sequence[str]
                    ) -> tuple[dict[str, image_hash.Hasher], dict[str, str]]:
     """Hashers by display name, and the workdir of each model."""
     hashers, sources = {}, {}
-    for workdir in workdirs:
-        name = "oscar" if workdir == workdirs[0] and "oscar" in methods else (
+    for position, workdir in enumerate(workdirs):
+        name = "oscar" if position == 0 and "oscar" in methods else (
             os.path.basename(os.path.normpath(workdir)))
         if name in hashers:
             name = os.path.normpath(workdir)

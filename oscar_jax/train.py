@@ -164,6 +164,7 @@ def create_data(config: ml_collections.ConfigDict, workdir: str):
     directory = input_pipeline.records_dir(config.dataset, config.dataset_config,
                                            config.data_dir)
     if jax.process_index() == 0:  # how the records were made, so hashing can do the same
+        os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, image_hash.RECORDS_JSON), "w") as f:
             json.dump(image_hash.read_record_settings(directory), f, indent=2)
     dataset, example = input_pipeline.train_dataset(

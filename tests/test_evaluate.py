@@ -199,8 +199,14 @@ def test_distractor_counts_and_transform_names():
 
 def test_evaluate_writes_the_report_tables_and_plots(trained, tmp_path):
     workdir, records = trained
-    report = evaluate.evaluate(workdir=workdir, methods=["oscar", "phash", "pdq"],
-                               distractors="train", distractor_steps=2, out=str(tmp_path))
+    # --compare takes more trained workdirs (ablations, code lengths): here the same run
+    # again, which must score exactly as the main model.
+    report = evaluate.evaluate(workdir=workdir, compare=[workdir],
+                               methods=["oscar", "phash", "pdq"], distractors="train",
+                               distractor_steps=2, out=str(tmp_path))
+    compared = report["methods"].pop(os.path.basename(workdir))
+    assert compared["benchmark_one"] == report["methods"]["oscar"]["benchmark_one"]
+    assert compared["robustness"] == report["methods"]["oscar"]["robustness"]
     train_size = len(input_pipeline.open_source(records, "train"))
     assert report["distractor_counts"] == [0, round(train_size / 2), train_size]
     assert set(report["methods"]) == {"oscar", "phash", "pdq"}
