@@ -41,6 +41,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -49,6 +50,9 @@ from tqdm import tqdm
 
 import oscar_jax.hash as image_hash
 from oscar_jax import hashing, input_pipeline, metrics
+
+if TYPE_CHECKING:
+    from oscar_jax import attribute
 
 BASELINES = ("ahash", "phash", "dhash", "whash", "chash", "iscc", "pdq")
 READ_BATCH = 64
@@ -66,6 +70,7 @@ class CodeSet:
     variant: np.ndarray  # int32 [R]
     view: np.ndarray  # int32 [R]
     transforms: np.ndarray  # str [R]
+    keys: np.ndarray | None = None  # str [R]: the records' keys
 
     def __len__(self) -> int:
         return len(self.identity)
@@ -77,8 +82,8 @@ def hash_split(directory: str, split: str, hashers: dict[str, image_hash.Hasher]
     if total == 0:
         raise ValueError(f"{directory} split {split!r} has no records")
     codes: dict[str, list[np.ndarray]] = {name: [] for name in hashers}
-    labels: dict[str, list[np.ndarray]] = {k: [] for k in ("identity", "variant", "view",
-                                                           "transforms")}
+    fields = ("identity", "variant", "view", "transforms", "key")
+    labels: dict[str, list[np.ndarray]] = {k: [] for k in fields}
     name = "/".join(os.path.normpath(directory).split(os.sep)[-3:-1])  # dataset/config
     with tqdm(total=total, desc=f"hashing {name}/{split}",
               unit="image", file=sys.stderr) as bar:
@@ -89,8 +94,7 @@ def hash_split(directory: str, split: str, hashers: dict[str, image_hash.Hasher]
                 labels[k].append(batch[k])
             bar.update(len(batch["image"]))
     return CodeSet({k: np.concatenate(v) for k, v in codes.items()},
-                   *(np.concatenate(labels[k]) for k in ("identity", "variant", "view",
-                                                         "transforms")))
+                   *(np.concatenate(labels[k]) for k in fields))
 
 
 def transform_name(description: str) -> str:
@@ -260,6 +264,66 @@ def resolve_distractors(spec: str | None, directory: str) -> tuple[str, str] | N
     return directory, spec
 
 
+def attribution_data(records: str, split: str, test: CodeSet, roles: Roles,
+                     pool: CodeSet | None, source: tuple[str, str] | None
+                     ) -> tuple[AttributionParts, attribute.AttributionSet]:
+    """The trusted database (the split's originals and the distractors' originals) and the
+    queries (benign views and manipulated versions) of Table 6, with full-size pixels."""
+    from oscar_jax import attribute
+
+    pool_rows = (np.flatnonzero((pool.variant == 0) & (pool.view == 0)) if pool is not None
+                 else np.zeros(0, int))
+    queries = np.concatenate([roles.benign, roles.manipulated])
+    wanted = {split: list(test.keys[np.concatenate([roles.originals, queries])])}
+    images = attribute.regenerate_views(records, wanted)
+    if pool is not None:
+        remade = attribute.regenerate_views(source[0], {source[1]: list(pool.keys[pool_rows])})
+        images.update({f"distractor:{k}": v for k, v in remade.items()})
+    pool_keys = [f"distractor:{k}" for k in pool.keys[pool_rows]] if pool is not None else []
+    data = attribute.AttributionSet(
+        database_keys=list(test.keys[roles.originals]) + pool_keys,
+        database_identity=np.concatenate([test.identity[roles.originals],
+                                          -np.ones(len(pool_rows), np.int64)]),
+        query_keys=list(test.keys[queries]), query_identity=test.identity[queries],
+        query_manipulated=test.variant[queries] > 0,
+        calibration=attribute.calibration_half(test.identity[queries]), images=images)
+    missing = [k for k in (*data.database_keys, *data.query_keys) if k not in images]
+    if missing:
+        raise ValueError(f"{len(missing)} images (e.g. {missing[0]}) cannot be remade by the "
+                         "data set's builder; attribution needs them at full size")
+    return AttributionParts(roles.originals, pool_rows, queries), data
+
+
+@dataclasses.dataclass
+class AttributionParts:
+    """Rows of the trusted database (split originals, distractors) and of the queries."""
+
+    originals: np.ndarray
+    distractors: np.ndarray
+    queries: np.ndarray
+
+
+def attribution_studies(records: str, split: str, test: CodeSet, roles: Roles,
+                        pool: CodeSet | None, source: tuple[str, str] | None,
+                        names: Sequence[str]) -> dict[str, dict]:
+    """Table 6 of every method: thresholds calibrated on half of the queries' originals,
+    FPR and FNR measured on the other half (`oscar_jax.attribute.attribution_study`)."""
+    from oscar_jax import attribute
+
+    parts, data = attribution_data(records, split, test, roles, pool, source)
+    pairs = attribute.PairCache(data.image)
+    studies = {}
+    for name in tqdm(names, desc="attribution (Table 6)", unit="method", file=sys.stderr):
+        codes = [test.codes[name][parts.originals]]
+        if pool is not None:
+            codes.append(pool.codes[name][parts.distractors])
+        bits = int(np.asarray(test.codes[name]).shape[1] * 8)
+        studies[name] = attribute.attribution_study(
+            method=name, bits=bits, data=data, database_codes=np.concatenate(codes),
+            query_codes=test.codes[name][parts.queries], pairs=pairs)
+    return studies
+
+
 def method_hashers(workdirs: Sequence[str], methods: Sequence[str]
                    ) -> tuple[dict[str, image_hash.Hasher], dict[str, str]]:
     """Hashers by display name, and the workdir of each model."""
@@ -280,7 +344,8 @@ def method_hashers(workdirs: Sequence[str], methods: Sequence[str]
 def evaluate(*, workdir: str | None = None, compare: Sequence[str] = (),
              records: str | None = None, split: str | None = None,
              methods: Sequence[str] | None = None, distractors: str | None = None,
-             distractor_steps: int = 4, out: str | None = None, plots: bool = True) -> dict:
+             distractor_steps: int = 4, out: str | None = None, plots: bool = True,
+             attribution: bool = True) -> dict:
     """Runs every benchmark and writes report.json, report.md and the plots into `out`."""
     from oscar_jax import train
 
@@ -337,6 +402,15 @@ def evaluate(*, workdir: str | None = None, compare: Sequence[str] = (),
         for v in entry["robustness"].values():
             v["mixed"] = two[-1]["FR1"]
         report["methods"][name] = entry
+    if attribution:
+        try:
+            studies = attribution_studies(records, split, test, roles, pool, source,
+                                          list(hashers))
+        except ValueError as error:
+            report["attribution_skipped"] = str(error)
+        else:
+            for name, study in studies.items():
+                report["methods"][name]["attribution"] = study
     report["seconds"] = round(time.time() - started, 1)
 
     os.makedirs(out, exist_ok=True)
@@ -406,6 +480,29 @@ def format_report(report: dict) -> str:
         for method, r in rows.items():
             parts.append(f"| {method} | " + " | ".join(_f(r.get(t)) for t in names) + " |")
         parts.append("")
+    studies = {n: m["attribution"] for n, m in report["methods"].items() if "attribution" in m}
+    if studies:
+        first = next(iter(studies.values()))
+        parts += [
+            "## Attribution (Table 6)", "",
+            f"Trusted database: {first['database']} originals (with the distractors' "
+            f"originals); {first['queries']['benign']} benign and "
+            f"{first['queries']['manipulated']} manipulated queries, from the half of the "
+            "originals not used to calibrate the thresholds. Top 10 by Hamming distance, then "
+            "geometric verification. FPR: manipulated queries attributed as a match; FNR: "
+            "benign queries not matched to their original; flagged: manipulated queries "
+            "answered `manipulated` with the right original.", "",
+            "| method | FPR | FNR | flagged | match distance | min inliers |",
+            "|---|---|---|---|---|---|"]
+        for name, study in studies.items():
+            t = study["thresholds"]
+            parts.append(f"| {name} | {_f(study['FPR'])} | {_f(study['FNR'])} | "
+                         f"{_f(study['flagged'])} | {t['match_distance']} | "
+                         f"{t['min_inliers']} |")
+        parts.append("")
+    elif report.get("attribution_skipped"):
+        parts += ["## Attribution (Table 6)", "", f"Not measured: {report['attribution_skipped']}",
+                  ""]
     lengths = code_length_points(report)
     if lengths:
         parts += ["## Code length (Fig. 3c)", "", "| model | bits | I: mmAP | II: FR1 |",

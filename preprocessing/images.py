@@ -48,7 +48,8 @@ def _describe(source: ImageSource, name: str | None) -> str:
     return os.fspath(source)
 
 
-def _read_bytes(source: ImageSource, label: str) -> bytes:
+def read_bytes(source: ImageSource, label: str) -> bytes:
+    """The bytes of a path or of bytes; ImageDecodeError naming `label` when unreadable."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     try:
@@ -163,7 +164,7 @@ def decode_image(
     if len(background) != 3 or not all(0 <= c <= 255 for c in background):
         raise ValueError(f"background must be three values in 0..255, got {background}")
     label = _describe(source, name)
-    data = _read_bytes(source, label)
+    data = read_bytes(source, label)
     if not data:
         raise ImageDecodeError(label, "file is empty (0 bytes)")
     try:

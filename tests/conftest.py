@@ -12,3 +12,44 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     ).strip()
+
+
+import contextlib  # noqa: E402
+import fcntl  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@contextlib.contextmanager
+def _exclusive(path):
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """(workdir, records folder, data_dir): the tiny demo records and a tiny model trained
+    two steps. Made once per test run; pytest-xdist workers share it (made under a lock)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    data_dir, workdir = shared / "tiny_records", shared / "tiny_run"
+    with _exclusive(shared / "tiny_trained.lock"):
+        if not (workdir / "trained").exists():
+            from configs import demo as demo_config
+            from oscar_jax import train
+            from preprocessing import build
+
+            build.build("oscar_demo", data_dir=str(data_dir), config="tiny", verbose=False)
+            config = demo_config.get_config("tiny")
+            config.data_dir, config.total_steps, config.log_every = str(data_dir), 2, 1
+            config.report_at_end = False
+            train.train_and_evaluate(config, str(workdir))
+            (workdir / "trained").write_text("ok")
+    from oscar_jax import input_pipeline
+
+    records = input_pipeline.records_dir("oscar_demo", "tiny", str(data_dir))
+    return str(workdir), records, str(data_dir)

@@ -12,9 +12,7 @@ import pytest
 
 import oscar_jax
 import oscar_jax.hash as image_hash
-from configs import demo as demo_config
 from oscar_jax import baselines, evaluate, input_pipeline, metrics, train
-from preprocessing import build
 from preprocessing.datasets import oscar_demo
 from preprocessing.images import decode_image
 
@@ -22,16 +20,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(workdir, records folder): tiny demo records and a tiny model trained two steps."""
-    data_dir = str(tmp_path_factory.mktemp("records"))
-    build.build("oscar_demo", data_dir=data_dir, config="tiny", verbose=False)
-    config = demo_config.get_config("tiny")
-    config.data_dir, config.total_steps, config.log_every = data_dir, 2, 1
-    config.report_at_end = False
-    workdir = str(tmp_path_factory.mktemp("run"))
-    train.train_and_evaluate(config, workdir)
-    return workdir, input_pipeline.records_dir("oscar_demo", "tiny", data_dir)
+def trained(tiny_trained):
+    """(workdir, records folder): the shared tiny demo records and tiny model."""
+    return tiny_trained[:2]
 
 
 def test_file_hash_equals_the_code_of_its_record(trained):
@@ -225,6 +216,14 @@ def test_evaluate_writes_the_report_tables_and_plots(trained, tmp_path):
     markdown = (tmp_path / "report.md").read_text()
     assert "| oscar | 16 |" in markdown and "Tables 4 and 5" in markdown
     assert "FR1 per unseen transform" in markdown
+    # Table 6: every method's verdicts on the measured half add up to its queries.
+    for method in report["methods"].values():
+        study = method["attribution"]
+        assert 0.0 <= study["FPR"] <= 1.0 and 0.0 <= study["FNR"] <= 1.0
+        for kind in ("benign", "manipulated"):
+            assert sum(study["verdicts"][kind].values()) == study["queries"][kind]
+        assert study["thresholds"]["min_inliers"] >= 8
+    assert "## Attribution (Table 6)" in markdown and "| oscar | " in markdown
     for plot in ("scalability.png", "robustness.png"):
         assert (tmp_path / plot).stat().st_size > 1000
     assert "I: mmAP" in evaluate.format_table(report)

@@ -24,6 +24,9 @@ import numpy as np
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# Where `ResNet.expose` puts each stage's output (`stage1`..`stage4`) and its perturbation.
+STAGE_COLLECTION = "intermediates"
+PERTURBATIONS = "perturbations"
 
 
 def normalize_images(images: Any, dtype: Any = jnp.float32) -> jnp.ndarray:
@@ -127,10 +130,25 @@ class ResNet(nn.Module):
                 x = block(self.width * 2**stage, strides, dtype=self.dtype,
                           bn_axis_name=self.bn_axis_name,
                           name=f"layer{stage + 1}_{index}")(x, train=train)
+            x = self.expose(f"stage{stage + 1}", x)
         x = jnp.mean(x, axis=(1, 2))
         if self.output_dim is not None:
             x = nn.Dense(self.output_dim, dtype=self.dtype, name="head")(x)
         return jnp.asarray(x, jnp.float32)
+
+    def expose(self, name: str, x: jnp.ndarray) -> jnp.ndarray:
+        """The feature map at the end of a stage, made visible to GradCAM (oscar_jax.explain).
+
+        It is sown into 'intermediates' (stored only when an apply makes that collection
+        mutable) and, when the caller passes a 'perturbations' collection holding `name`, a
+        zero of that shape is added, so `jax.grad` with respect to it is dL/dx. Perturbing only
+        when asked keeps `init` from creating a 'perturbations' collection (flax's `perturb`
+        would make one in every init), so train states and checkpoints are unchanged.
+        """
+        self.sow(STAGE_COLLECTION, name, x)
+        if self.has_variable(PERTURBATIONS, name):
+            x = self.perturb(name, x, collection=PERTURBATIONS)
+        return x
 
 
 ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block="bottleneck")
