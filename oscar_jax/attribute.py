@@ -830,8 +830,22 @@ def build_demo(workdir: str, db_path: str, out: str) -> list[tuple[str, str]]:
     held_out = [item for item in items["test"]
                 if not calibration_half(np.asarray([item.spec["identity"]]))[0]]
     benign = next(i for i in held_out if i.spec["variant"] == 0 and i.spec["view"] > 0)
-    edited = next(i for i in held_out if i.spec["variant"] > 0
-                  and i.spec["identity"] != benign.spec["identity"])
+    originals_by_identity = {i.spec["identity"]: i for i in items["test"]
+                             if i.spec["variant"] == 0 and i.spec["view"] == 0}
+
+    def changed_area(item) -> float:
+        """Fraction of pixels a manipulation changed (ground truth, not the model's view)."""
+        edited = maker.view_of(item)[0]
+        source = maker.view_of(originals_by_identity[item.spec["identity"]])[0]
+        if edited.shape != source.shape:
+            return 0.0
+        return float(np.mean(np.abs(edited.astype(int) - source).max(axis=-1) > 24))
+
+    # The demo shows the most visible edit of a held-out photo (chosen by pixels changed;
+    # generated scenes are flat colour, with too few keypoints to show registration).
+    edited = max((i for i in held_out if i.spec["variant"] > 0 and i.spec["view"] == 0
+                  and i.spec["original"]["kind"] == "photo"
+                  and i.spec["identity"] != benign.spec["identity"]), key=changed_area)
     scene = manipulations.generate_scene(item_rng(10_007, "unrelated demo query"),
                                          height=256, width=256).image
     folder = os.path.join(out, "queries")
