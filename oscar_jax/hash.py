@@ -132,10 +132,14 @@ def model_encoder(workdir: str) -> tuple[Callable[[dict[str, np.ndarray]], np.nd
         out = []
         for start in range(0, n, EVAL_BATCH):
             inputs, size = {}, min(EVAL_BATCH, n - start)
+            # Static shapes: batches are padded to a power of two up to EVAL_BATCH, so a
+            # single query (the attribution server) does not pay for 64 images, and the
+            # model compiles at most 7 times.
+            padded = min(EVAL_BATCH, 1 << (size - 1).bit_length())
             for name in MODEL_FIELDS:
                 x = batch[name][start : start + size]
-                pad = np.zeros((EVAL_BATCH - size, *x.shape[1:]), x.dtype)
-                inputs[name] = np.concatenate([x, pad])  # static shapes: one compilation
+                pad = np.zeros((padded - size, *x.shape[1:]), x.dtype)
+                inputs[name] = np.concatenate([x, pad])
             z = np.asarray(embed(inputs))[:size]
             out.append(hashing.pack_bits(z >= 0))  # sign(0) = +1, as in training
         return np.concatenate(out)
