@@ -510,6 +510,15 @@ class TrustedDatabase:
                 answer["heatmap"] = self.heatmap(pixels, chosen.id)
         return answer
 
+    def warm_up(self) -> None:
+        """Compiles the model (and the explainer) by answering one stored original, so the
+        first person to ask does not wait for it."""
+        with self._lock:
+            row = self._db.execute("SELECT id FROM originals ORDER BY id LIMIT 1").fetchone()
+        if row is not None:
+            self.query(decode_image(self.original_image(row[0])[0]),
+                       explain=self.method == "oscar")
+
     def heatmap(self, pixels: np.ndarray, entry_id: int) -> str:
         """The eq. 14 dissimilarity map of a query against an original, as a PNG data URL."""
         from oscar_jax import explain

@@ -328,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         app = create_app(db, max_upload_bytes=int(args.max_upload_mb * 2**20))
         server = make_server(app, host=args.host, port=args.port, threads=args.threads)
+        print("compiling the model on a stored original...", file=sys.stderr, flush=True)
+        db.warm_up()
         print(
             f"serving {len(db)} trusted originals ({db.method}) on "
             f"http://{args.host}:{server.effective_port}/ with {args.threads} threads; "

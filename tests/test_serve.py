@@ -383,6 +383,8 @@ def test_page_shows_the_heatmap_of_an_oscar_database(browser, tiny_trained, tmp_
     copy = tmp_path / "chelsea_shared.jpg"
     copy.write_bytes(_benign_copy("chelsea"))
     try:
+        db.warm_up()  # what `python -m oscar_jax.serve` does before it listens
+        assert db._explainer is not None, "warm_up compiles the explainer of an oscar database"
         expected = db.query(copy.read_bytes(), name=copy.name)
         # The tiny model is trained for two steps, so its distance may call the copy
         # manipulated; geometric verification must still find the original.
