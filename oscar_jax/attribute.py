@@ -41,7 +41,7 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -176,7 +176,7 @@ class _FeatureCache:
     def __init__(self, size: int = 256):
         self.size, self._items, self._lock = size, {}, threading.Lock()
 
-    def get(self, key: int, make) -> verification.ImageFeatures:
+    def get(self, key: int, make) -> verification.Features:
         with self._lock:
             if key in self._items:
                 self._items[key] = self._items.pop(key)
@@ -393,6 +393,11 @@ class TrustedDatabase:
                 part = slice(start, start + batch_size)
                 ids.extend(self._add_batch(images[part], names[part], provenance[part]))
                 bar.update(len(images[part]))
+        # The cached index is written once: an add stopped before here leaves a stale cache,
+        # which the next open detects and rebuilds from the stored codes.
+        with self._lock:
+            self._refresh()
+            self._save_index()
         return ids
 
     def _add_batch(self, images, names, provenance) -> list[int]:
@@ -415,9 +420,6 @@ class TrustedDatabase:
                     (name, digest, code.tobytes(), d, _mime(d), p.shape[1], p.shape[0],
                      json.dumps(dict(meta)), _now()))
                 ids.append(cursor.lastrowid)
-        with self._lock:
-            self._refresh()
-            self._save_index()
         return ids
 
     # -- reading ---------------------------------------------------------------------------
@@ -445,9 +447,10 @@ class TrustedDatabase:
             raise KeyError(entry_id)
         return bytes(row[0]), row[1]
 
-    def _original_features(self, entry_id: int) -> verification.ImageFeatures:
+    def _original_features(self, entry_id: int) -> verification.Features:
         def make():
-            return verification.features(decode_image(self.original_image(entry_id)[0]))
+            return verification.original_features(
+                decode_image(self.original_image(entry_id)[0]))
 
         return self._features.get(entry_id, make)
 
@@ -519,15 +522,22 @@ class TrustedDatabase:
             self.query(decode_image(self.original_image(row[0])[0]),
                        explain=self.method == "oscar")
 
-    def heatmap(self, pixels: np.ndarray, entry_id: int) -> str:
-        """The eq. 14 dissimilarity map of a query against an original, as a PNG data URL."""
+    def _dissimilarity(self, pixels: np.ndarray, entry_id: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(the original's pixels, the eq. 14 map of the query against it)."""
         from oscar_jax import explain
 
         original = decode_image(self.original_image(entry_id)[0])
         with self._lock:
             if self._explainer is None:
                 self._explainer = explain.Explainer(self.workdir)
-            heat = self._explainer.dissimilarity(pixels, original)
+            return original, self._explainer.dissimilarity(pixels, original)
+
+    def heatmap(self, pixels: np.ndarray, entry_id: int) -> str:
+        """The eq. 14 dissimilarity map of a query against an original, as a PNG data URL."""
+        from oscar_jax import explain
+
+        _, heat = self._dissimilarity(pixels, entry_id)
         png = encode_png(explain.overlay(pixels, heat))
         return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -535,11 +545,7 @@ class TrustedDatabase:
         """The paper's Fig. 1 panel: [heatmap on the query | original | query]."""
         from oscar_jax import explain
 
-        original = decode_image(self.original_image(entry_id)[0])
-        with self._lock:
-            if self._explainer is None:
-                self._explainer = explain.Explainer(self.workdir)
-            heat = self._explainer.dissimilarity(pixels, original)
+        original, heat = self._dissimilarity(pixels, entry_id)
         return explain.explanation_figure(pixels, original, heat)
 
 
@@ -628,9 +634,6 @@ class AttributionSet:
     calibration: np.ndarray  # bool [Q]
     images: dict[str, np.ndarray]  # key -> RGB uint8
 
-    def image(self, key: str) -> np.ndarray:
-        return self.images[key]
-
 
 def calibration_half(identity: np.ndarray) -> np.ndarray:
     """A fixed half of the identities (by a stable hash), to calibrate on."""
@@ -639,31 +642,32 @@ def calibration_half(identity: np.ndarray) -> np.ndarray:
     return np.asarray([stable_hash("calibration", int(i)) % 2 == 0 for i in identity])
 
 
-def _pair_inliers(cache: dict, features: dict, images, lock: threading.Lock,
-                  query_key: str, original_key: str) -> int:
-    pair = (query_key, original_key)
-    if pair not in cache:
-        for key in pair:
-            if key not in features:
-                made = verification.features(images(key))
-                with lock:
-                    features.setdefault(key, made)
-        cache[pair] = verification.verify(features[query_key], features[original_key]).inliers
-    return cache[pair]
-
-
 @dataclasses.dataclass
 class PairCache:
-    """Inliers of (query, original) pairs, shared by every method of one study."""
+    """Inliers of (query, original) pairs, shared by every method of one study; called from
+    many threads."""
 
-    images: Any  # key -> RGB uint8
+    images: Mapping[str, np.ndarray]  # key -> RGB uint8
     inliers: dict = dataclasses.field(default_factory=dict)
-    features: dict = dataclasses.field(default_factory=dict)
+    query_features: dict = dataclasses.field(default_factory=dict)
+    original_features: dict = dataclasses.field(default_factory=dict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
+    def _features(self, cache: dict, key: str, make):
+        if key not in cache:
+            made = make(self.images[key])
+            with self.lock:
+                cache.setdefault(key, made)
+        return cache[key]
+
     def __call__(self, query_key: str, original_key: str) -> int:
-        return _pair_inliers(self.inliers, self.features, self.images, self.lock, query_key,
-                             original_key)
+        pair = (query_key, original_key)
+        if pair not in self.inliers:
+            self.inliers[pair] = verification.verify(
+                self._features(self.query_features, query_key, verification.features),
+                self._features(self.original_features, original_key,
+                               verification.original_features)).inliers
+        return self.inliers[pair]
 
 
 def verdict_with_early_exit(distances: np.ndarray, keys: Sequence[str], inliers_of,
@@ -683,7 +687,8 @@ def verdict_with_early_exit(distances: np.ndarray, keys: Sequence[str], inliers_
 
 
 def attribution_study(*, method: str, bits: int, data: AttributionSet,
-                      database_codes: np.ndarray, query_codes: np.ndarray, pairs: PairCache,
+                      database_codes: np.ndarray, query_codes: np.ndarray,
+                      pairs: Callable[[str, str], int],
                       workers: int | None = None) -> dict[str, Any]:
     """Calibrates the thresholds of one method on the calibration queries and measures the
     others: Table 6's FPR (manipulated queries attributed as a `match`) and FNR (benign

@@ -276,10 +276,11 @@ def attribution_data(records: str, split: str, test: CodeSet, roles: Roles,
     queries = np.concatenate([roles.benign, roles.manipulated])
     wanted = {split: list(test.keys[np.concatenate([roles.originals, queries])])}
     images = attribute.regenerate_views(records, wanted)
+    pool_keys = []
     if pool is not None:
         remade = attribute.regenerate_views(source[0], {source[1]: list(pool.keys[pool_rows])})
         images.update({f"distractor:{k}": v for k, v in remade.items()})
-    pool_keys = [f"distractor:{k}" for k in pool.keys[pool_rows]] if pool is not None else []
+        pool_keys = [f"distractor:{k}" for k in pool.keys[pool_rows]]
     data = attribute.AttributionSet(
         database_keys=list(test.keys[roles.originals]) + pool_keys,
         database_identity=np.concatenate([test.identity[roles.originals],
@@ -311,7 +312,7 @@ def attribution_studies(records: str, split: str, test: CodeSet, roles: Roles,
     from oscar_jax import attribute
 
     parts, data = attribution_data(records, split, test, roles, pool, source)
-    pairs = attribute.PairCache(data.image)
+    pairs = attribute.PairCache(data.images)
     studies = {}
     for name in tqdm(names, desc="attribution (Table 6)", unit="method", file=sys.stderr):
         codes = [test.codes[name][parts.originals]]

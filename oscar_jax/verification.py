@@ -4,7 +4,8 @@ SIFT keypoints of both images, Lowe's ratio test and a mutual nearest neighbour 
 fundamental matrix fitted to the matched points by OpenCV's USAC (MAGSAC++, in place of the
 paper's MLESAC). The number of inliers says whether the two images show the same content.
 SIFT is not mirror invariant and a horizontal flip is a benign transform, so the mirrored query
-is tried as well.
+is tried as well: a query's features (`features`) include its mirror image's, an original's
+(`original_features`) do not need to.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Features:
 
 @dataclasses.dataclass(frozen=True)
 class ImageFeatures:
-    """Features of an image and of its mirror image."""
+    """Features of a query image and of its mirror image."""
 
     direct: Features
     mirrored: Features
@@ -75,9 +76,14 @@ def _sift(gray: np.ndarray) -> Features:
 
 
 def features(image: np.ndarray) -> ImageFeatures:
-    """RGB uint8 [H, W, 3] -> SIFT features of it and of its mirror image."""
+    """A query, RGB uint8 [H, W, 3] -> SIFT features of it and of its mirror image."""
     gray = _gray(image)
     return ImageFeatures(_sift(gray), _sift(np.ascontiguousarray(gray[:, ::-1])))
+
+
+def original_features(image: np.ndarray) -> Features:
+    """An original, RGB uint8 [H, W, 3] -> its SIFT features (only queries are mirrored)."""
+    return _sift(_gray(image))
 
 
 def _register(query: Features, original: Features) -> tuple[int, int]:
@@ -105,10 +111,10 @@ def _register(query: Features, original: Features) -> tuple[int, int]:
     return len(good), int(mask.ravel().astype(bool).sum())
 
 
-def verify(query: ImageFeatures, original: ImageFeatures) -> Verification:
+def verify(query: ImageFeatures, original: Features) -> Verification:
     """How well the query (or its mirror image) registers onto the original."""
-    matches, inliers = _register(query.direct, original.direct)
-    flipped_matches, flipped_inliers = _register(query.mirrored, original.direct)
+    matches, inliers = _register(query.direct, original)
+    flipped_matches, flipped_inliers = _register(query.mirrored, original)
     if flipped_inliers > inliers:
         return Verification(flipped_matches, flipped_inliers, True)
     return Verification(matches, inliers, False)

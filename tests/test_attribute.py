@@ -106,7 +106,7 @@ def test_calibration_separates_the_labelled_pairs():
 
 
 def test_benign_copies_register_and_unrelated_images_do_not():
-    original = verification.features(photo("astronaut"))
+    original = verification.original_features(photo("astronaut"))
     copy = verification.verify(verification.features(benign_copy(photo("astronaut"), mirror=True)),
                                original)
     rotated = verification.verify(verification.features(np.rot90(photo("astronaut")).copy()),
@@ -123,7 +123,7 @@ def test_benign_copies_register_and_unrelated_images_do_not():
 def test_blank_images_have_no_features():
     blank = verification.features(np.full((64, 64, 3), 128, np.uint8))
     assert len(blank.direct) == 0
-    result = verification.verify(blank, verification.features(photo("camera")))
+    result = verification.verify(blank, verification.original_features(photo("camera")))
     assert result.inliers == 0
 
 
