@@ -12,19 +12,18 @@ Times `oscar_jax.evaluate.benchmark_one` and `benchmark_two` (the code path of
 
 from __future__ import annotations
 
-import os
+import one_core  # noqa: F401  (first: it limits thread pools before the libraries load)
 
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_name] = "1"
+# isort: split
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import platform
+import statistics
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from oscar_jax import evaluate  # noqa: E402
+from oscar_jax import evaluate
 
 
 def flip(codes: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:

@@ -16,32 +16,21 @@ Usage:
 
 from __future__ import annotations
 
-import os
+import one_core  # noqa: F401  (first: it limits thread pools before the libraries load)
 
-# One core: thread pools are sized when the numerical libraries load, so this comes first.
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
-    os.environ[_var] = "1"
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# isort: split
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import argparse
+import platform
+import statistics
+import time
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from skimage import data  # noqa: E402
+import cv2
+import numpy as np
+from skimage import data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from oscar_jax import baselines  # noqa: E402
-from preprocessing.images import shrink_to_fit  # noqa: E402
+from oscar_jax import baselines
+from preprocessing.images import shrink_to_fit
 
 # skimage sample photos that ship with the package (no download needed).
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry",

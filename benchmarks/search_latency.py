@@ -29,30 +29,23 @@ Usage:
 
 from __future__ import annotations
 
-import os
+import one_core  # noqa: F401  (first: it limits thread pools before the libraries load)
 
-# One core: thread pools are sized when the numerical libraries load, so this comes first.
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-             "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
-    os.environ[_var] = "1"
+# isort: split
 
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
 
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
+import faiss
+import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from oscar_jax.index import HammingIndex  # noqa: E402
+from oscar_jax.index import HammingIndex
 
 BITS = 64
 DEFAULT_METHODS = ("flat", "multihash", "multihash:hash_bits=21", "ivf", "numpy")
