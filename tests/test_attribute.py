@@ -18,15 +18,10 @@ from oscar_jax import attribute, verification
 from oscar_jax.attribute import Candidate, TrustedDatabase
 from preprocessing.datasets import oscar_demo
 from preprocessing.images import ImageDecodeError, decode_image, encode_jpeg, encode_png
+from tests.samples import photo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THRESHOLDS = {"match_distance": 10, "min_inliers": 15}
-
-
-def photo(name: str, side: int = 256) -> np.ndarray:
-    from preprocessing.images import shrink_to_fit
-
-    return shrink_to_fit(decode_image(oscar_demo.photo_paths()[name]), side)
 
 
 def benign_copy(image: np.ndarray, mirror: bool = False) -> np.ndarray:

@@ -19,7 +19,8 @@ from oscar_jax import hash as hash_lib
 from oscar_jax.models import resnet
 from oscar_jax.models.oscar import OscarNet
 from preprocessing import scene_graph
-from preprocessing.images import decode_image, encode_png, shrink_to_fit
+from preprocessing.images import decode_image, encode_png
+from tests import samples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(cnn="tiny", code_bits=16, visual_dim=16, width=32, num_layers=1, num_heads=2,
@@ -129,24 +130,8 @@ def test_combine_shares_one_scale_between_streams():
 # ---- the ResNet hooks ---------------------------------------------------------------------------
 
 
-def make_batch(seed: int, rows: int = 3, nodes: int = 4) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((rows, nodes), bool)
-    mask[:, :3] = True
-    return {
-        "image": rng.integers(0, 256, (rows, 32, 32, 3), dtype=np.uint8),
-        "crops": rng.integers(0, 256, (rows, nodes, 16, 16, 3), dtype=np.uint8)
-        * mask[:, :, None, None, None].astype(np.uint8),
-        "node_mask": mask,
-        "geometry": rng.uniform(size=(rows, nodes, 5)).astype(np.float32) * mask[..., None],
-        "shape": rng.normal(size=(rows, nodes, 7)).astype(np.float32) * mask[..., None],
-        "relations": np.abs(rng.normal(size=(rows, nodes, nodes, 8))).astype(np.float32)
-        * (mask[:, :, None, None] & mask[:, None, :, None]),
-    }
-
-
 def test_init_and_training_see_no_new_collections():
-    model, batch = OscarNet(**TINY), make_batch(0)
+    model, batch = OscarNet(**TINY), samples.make_batch(0, batch=3, real=(3, 3, 3))
     # Shapes only (nothing compiles): what the trainer's init hands to the train state.
     variables = jax.eval_shape(lambda: train.init_variables(model, batch, seed=0))
     assert set(variables) == {"params", "batch_stats"}
@@ -172,10 +157,7 @@ def test_init_and_training_see_no_new_collections():
 
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
-    from preprocessing.datasets import oscar_demo
-
-    paths = oscar_demo.photo_paths()
-    return shrink_to_fit(decode_image(paths.get("chelsea", sorted(paths.values())[0])), 96)
+    return samples.photo("chelsea", 96)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 
 from oscar_jax import hashing
 from oscar_jax.models.oscar import OscarNet, split_width
+from tests.samples import make_batch
 
 TINY = dict(cnn="tiny", code_bits=16, visual_dim=16, width=32, num_layers=1, num_heads=2,
             mlp_dim=32, projection_dim=8, dropout_rate=0.0)
@@ -26,25 +27,6 @@ ABLATIONS = {
     "I_thresholded": dict(graph="thresholded"),
     "J_full": dict(),
 }
-
-
-def make_batch(seed=0, batch=2, nodes=4, real=(3, 1)):
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((batch, nodes), bool)
-    for b, count in enumerate(real):
-        mask[b, :count] = True
-    relations = rng.normal(size=(batch, nodes, nodes, 8)).astype(np.float32)
-    relations[..., 2] = np.abs(relations[..., 2])
-    relations *= mask[:, :, None, None] & mask[:, None, :, None]
-    return {
-        "image": rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8),
-        "crops": rng.integers(0, 256, (batch, nodes, 16, 16, 3), dtype=np.uint8)
-        * mask[:, :, None, None, None].astype(np.uint8),
-        "node_mask": mask,
-        "geometry": rng.uniform(size=(batch, nodes, 5)).astype(np.float32) * mask[..., None],
-        "shape": rng.normal(size=(batch, nodes, 7)).astype(np.float32) * mask[..., None],
-        "relations": relations,
-    }
 
 
 @functools.cache

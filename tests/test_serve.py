@@ -24,8 +24,8 @@ import pytest
 
 from oscar_jax import serve
 from oscar_jax.attribute import TrustedDatabase
-from preprocessing.datasets import oscar_demo
-from preprocessing.images import decode_image, encode_jpeg, encode_png, shrink_to_fit
+from preprocessing.images import encode_jpeg, encode_png
+from tests.samples import photo
 
 # Originals are stored small: geometric verification (SIFT) of every query is most of the
 # cost of a request, and the tests are about the server, not about large photos.
@@ -44,20 +44,16 @@ VERDICT_TEXT = {
 }
 
 
-def _photo(name: str, side: int = ORIGINAL_SIDE):
-    return shrink_to_fit(decode_image(oscar_demo.photo_paths()[name]), side)
-
-
 def _benign_copy(name: str) -> bytes:
     """The original re-encoded as JPEG at quality 75 and scaled down to 3/4."""
-    return encode_jpeg(_photo(name, ORIGINAL_SIDE * 3 // 4), quality=75)
+    return encode_jpeg(photo(name, ORIGINAL_SIDE * 3 // 4), quality=75)
 
 
 def _make_db(path: str, names: tuple[str, ...] = ORIGINALS, **create_args) -> TrustedDatabase:
     """A database holding the photos `names` (256 pixels, PNG) with their PROVENANCE."""
     db = TrustedDatabase.create(path, **create_args)
     try:
-        db.add([encode_png(_photo(n)) for n in names], names=[f"{n}.png" for n in names],
+        db.add([encode_png(photo(n)) for n in names], names=[f"{n}.png" for n in names],
                provenance=[PROVENANCE[n] for n in names])
     except BaseException:
         db.close()
@@ -211,7 +207,7 @@ def test_concurrent_queries_equal_sequential_ones(phash_db, capsys):
     # Photos with few SIFT keypoints: verification is most of a query's cost, and what is
     # tested here is the server. phantom and cell are not in the database (unknown).
     images = {f"{n}_copy.jpg": _benign_copy(n) for n in ("moon", "retina")}
-    images.update({f"{n}.png": encode_png(_photo(n)) for n in ("phantom", "cell")})
+    images.update({f"{n}.png": encode_png(photo(n)) for n in ("phantom", "cell")})
     names = sorted(images)
     threads, per_thread = 8, 50
     with serve.serving(serve.create_app(phash_db), threads=threads) as base:
@@ -362,7 +358,7 @@ def test_page_shows_match_provenance_and_errors(browser, phash_db, tmp_path):
         assert not browser.find_element(By.ID, "heatmap").is_displayed()
 
         unknown = tmp_path / "phantom.png"
-        unknown.write_bytes(encode_png(_photo("phantom")))
+        unknown.write_bytes(encode_png(photo("phantom")))
         _upload(browser, base, str(unknown))
         assert _text(browser, "verdict-text") == VERDICT_TEXT["unknown"]
         assert not browser.find_element(By.ID, "original-image").is_displayed()
