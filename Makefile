@@ -39,13 +39,13 @@ demo-data: $(STAMP)
 # the trusted database of the demo originals and attributes three images: a benign copy, a
 # manipulated version and an unrelated scene. Running it again resumes or reuses.
 demo: demo-data
-	$(BIN)/python -m oscar_jax.train --config configs/demo.py:pretrain \
+	$(BIN)/oscar train --config configs/demo.py:pretrain \
 	  --workdir runs/demo_pretrain --config.data_dir=$(DATA_DIR)
-	$(BIN)/python -m oscar_jax.train --config configs/demo.py --workdir runs/demo \
+	$(BIN)/oscar train --config configs/demo.py --workdir runs/demo \
 	  --config.data_dir=$(DATA_DIR) --config.init_from=runs/demo_pretrain
-	$(BIN)/python -m oscar_jax.evaluate --workdir runs/demo --distractors train
-	$(BIN)/python -m oscar_jax.attribute demo --workdir runs/demo
-	$(BIN)/python -m oscar_jax.attribute query --db runs/demo/trusted.sqlite --format text \
+	$(BIN)/oscar evaluate --workdir runs/demo --distractors train
+	$(BIN)/oscar attribute demo --workdir runs/demo
+	$(BIN)/oscar attribute query --db runs/demo/trusted.sqlite --format text \
 	  --explain runs/demo/attribution/queries/benign_copy.jpg \
 	  runs/demo/attribution/queries/manipulated.png runs/demo/attribution/queries/unrelated.png
 

@@ -38,7 +38,7 @@ def main() -> None:
 
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
-    from oscar_jax.attribute import TrustedDatabase
+    from oscar_jax.attribution.database import TrustedDatabase
     from preprocessing.images import decode_image
 
     paths = args.images or sorted(glob.glob("runs/demo/attribution/queries/*.[jp][pn]g"))

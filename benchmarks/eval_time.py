@@ -6,8 +6,8 @@ The paper's Benchmark I: 3K original queries against 3K manipulated images, 150K
 and 100K distractors (about 250K entries); Benchmark II: the 150K benign and 3K manipulated
 images as queries against the 3K originals and the distractors. Codes are 64-bit: each original
 random, its benign views a few bits away, its manipulated version further, distractors random.
-Times `oscar_jax.evaluate.benchmark_one` and `benchmark_two` (the code path of
-`python -m oscar_jax.evaluate`), on one core.
+Times `oscar_jax.evaluation.benchmarks.benchmark_one` and `benchmark_two` (the code path
+of `oscar evaluate`), on one core.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from oscar_jax import evaluate
+from oscar_jax.evaluation import benchmarks, codesets
 
 
 def flip(codes: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
@@ -35,7 +35,7 @@ def flip(codes: np.ndarray, bits: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def synthetic(originals: int, views: int, seed: int = 0) -> evaluate.CodeSet:
+def synthetic(originals: int, views: int, seed: int = 0) -> codesets.CodeSet:
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (originals, 8), dtype=np.uint8)
     codes = [base]
@@ -50,7 +50,7 @@ def synthetic(originals: int, views: int, seed: int = 0) -> evaluate.CodeSet:
     variant.append(np.ones(originals))
     view.append(np.zeros(originals))
     n = originals * (views + 2)
-    return evaluate.CodeSet({"m": np.concatenate(codes)}, np.concatenate(identity).astype(int),
+    return codesets.CodeSet({"m": np.concatenate(codes)}, np.concatenate(identity).astype(int),
                             np.concatenate(variant).astype(np.int32),
                             np.concatenate(view).astype(np.int32), np.asarray([""] * n))
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     records = synthetic(args.originals, args.views)
-    roles = evaluate.Roles.of(records)
+    roles = codesets.Roles.of(records)
     distractors = np.random.default_rng(1).integers(0, 256, (args.distractors, 8), np.uint8)
     counts = [args.distractors]
     print(f"{len(roles.originals)} queries; Benchmark I database "
@@ -73,10 +73,10 @@ def main() -> None:
     times = {"Benchmark I": [], "Benchmark II": []}
     for _ in range(args.runs):
         start = time.perf_counter()
-        one = evaluate.benchmark_one(records, roles, "m", distractors, counts)[-1]
+        one = benchmarks.benchmark_one(records, roles, "m", distractors, counts)[-1]
         times["Benchmark I"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        two = evaluate.benchmark_two(records, roles, "m", distractors, counts)[-1]
+        two = benchmarks.benchmark_two(records, roles, "m", distractors, counts)[-1]
         times["Benchmark II"].append(time.perf_counter() - start)
     print(f"mmAP {one['mmAP']:.4f}, FR1 {two['FR1']:.4f} (sanity: synthetic codes)")
     print("| benchmark | runs | seconds | median |")

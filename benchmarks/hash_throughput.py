@@ -2,12 +2,12 @@
 
 Hashes N decoded images (uint8 RGB arrays, the skimage sample photos shrunk so that the longer
 side is ``--side`` px with the project's area interpolation, cycled to N) with each method of
-`oscar_jax.baselines`. Only hashing is timed: the images are decoded and resized before the
-clock starts. Each method gets one untimed warm-up pass over a few images, then ``--runs``
-timed passes over all N; the table gives every run and the median in images per second.
-With `--workdir`, the trained model is measured twice: end to end from the decoded image
-(detector, scene graph, the records' JPEG round trip, model: `Hasher.hash_arrays`) and the
-model alone on the prepared records (`Hasher.hash_records`, as `oscar_jax.evaluate` runs it).
+`oscar_jax.inference.baselines`. Only hashing is timed: the images are decoded and resized
+before the clock starts. Each method gets one untimed warm-up pass over a few images, then
+``--runs`` timed passes over all N; the table gives every run and the median in images per
+second. With `--workdir`, the trained model is measured twice: end to end from the decoded image
+(detector, scene graph, the records' JPEG round trip, model: `Hasher.hash_arrays`) and the model
+alone on the prepared records (`Hasher.hash_records`, as `oscar evaluate` runs it).
 
 Usage:
   python benchmarks/hash_throughput.py [--workdir runs/demo] [--num-images 500] [--side 256]
@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from oscar_jax import baselines
+from oscar_jax.inference import baselines
 from preprocessing.images import shrink_to_fit
 
 # skimage sample photos that ship with the package (no download needed).
@@ -69,12 +69,13 @@ def measure(names: list[str], images: list[np.ndarray], runs: int) -> dict[str, 
 
 def measure_model(workdir: str, images: list[np.ndarray], runs: int) -> dict[str, list[float]]:
     """Images per second of a trained model, end to end and on prepared records."""
-    import oscar_jax.hash as image_hash
+    from oscar_jax.inference.hasher import load_hasher
+    from oscar_jax.inference.records import stack
 
-    hasher = image_hash.load_hasher(workdir)
+    hasher = load_hasher(workdir)
     hasher.hash_arrays(images[:WARMUP_IMAGES])  # compiles the model
     end_to_end = [images_per_second(hasher.hash_arrays, images) for _ in range(runs)]
-    records = image_hash.stack([hasher.maker.record(im) for im in images])
+    records = stack([hasher.maker.record(im) for im in images])
 
     def model_only(batch):
         return hasher.hash_records(batch)
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workdir", default=None, help="also measure this trained model")
     parser.add_argument("--methods", default=",".join(baselines.METHODS),
-                        help="comma-separated names of oscar_jax.baselines.METHODS")
+                        help="comma-separated names of oscar_jax.inference.baselines.METHODS")
     args = parser.parse_args()
     if args.num_images < 1 or args.runs < 1 or args.side < 1:
         parser.error("--num-images, --side and --runs must be at least 1")

@@ -3,10 +3,11 @@
 For each database size, the codes are uniform random 64-bit codes (uint8 [N, 8]) and each
 method answers top-k queries:
 
-* ``flat``, ``multihash``, ``ivf``: `oscar_jax.index.HammingIndex` of that kind, faiss on one
-  OpenMP thread, with default options (multihash: 4 tables of 16 bits, nflip 1, exact within
-  7 bits; ivf: nlist about sqrt(N), nprobe 16) or those given as ``kind:key=value,...``
-  (the default list has ``multihash:hash_bits=21``: 3 tables of 21 bits, exact within 5 bits).
+* ``flat``, ``multihash``, ``ivf``: `oscar_jax.inference.hamming_index.HammingIndex` of that
+  kind, faiss on one OpenMP thread, with default options (multihash: 4 tables of 16 bits, nflip
+  1, exact within 7 bits; ivf: nlist about sqrt(N), nprobe 16) or those given as
+  ``kind:key=value,...`` (the default list has ``multihash:hash_bits=21``: 3 tables of 21 bits,
+  exact within 5 bits).
 * ``numpy``: a plain scan, one query at a time: XOR on a uint64 view, ``np.bitwise_count``,
   ``np.argpartition``.
 
@@ -45,7 +46,7 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
-from oscar_jax.index import HammingIndex
+from oscar_jax.inference.hamming_index import HammingIndex
 
 BITS = 64
 DEFAULT_METHODS = ("flat", "multihash", "multihash:hash_bits=21", "ivf", "numpy")

@@ -1,10 +1,7 @@
-"""oscar-jax: OSCAR-Net, an object-centric robust image hash, in JAX/Flax."""
+"""oscar-jax: OSCAR-Net, an object-centric robust image hash, in JAX/Flax.
+
+The README's "Layout" section says which module holds what; `oscar_jax.inference.hasher.
+load_hasher(workdir)` is the way in for hashing images with a trained model.
+"""
 
 __version__ = "0.1.0"
-
-
-def load_hasher(workdir=None, method="oscar"):
-    """The hasher of a trained workdir or of a classical baseline: see `oscar_jax.hash`."""
-    from oscar_jax.hash import load_hasher as load
-
-    return load(workdir, method)

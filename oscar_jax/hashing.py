@@ -1,18 +1,15 @@
-"""Hashing layer (paper section 3.4, eqs. 9-10), the Table 2 hash-loss ablations, bit packing.
+"""The hashing layer in training (paper section 3.4, eqs. 9-10) and the Table 2 variants.
 
-Training side (JAX): ``u = sign(z)`` in {-1, 1} forward with the gradient passed straight
-through (``dL/dz = dL/du``, supplement section 2), plus the quantisation loss
-``||z - u||_3^3`` that keeps ``z`` near ``u`` so that passing the gradient through is sound.
-
-Storage and search side (numpy): codes become bits ``(u + 1) / 2``, packed eight to a byte in
-``np.packbits`` order, and are compared by Hamming distance.
+``u = sign(z)`` in {-1, 1} forward with the gradient passed straight through
+(``dL/dz = dL/du``, supplement section 2), plus the quantisation loss ``|z - u|^3`` that keeps
+``z`` near ``u`` so that passing the gradient through is sound. Stored codes are the bits
+``(u + 1) / 2``, packed on the host (``oscar_jax.inference.codes``).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from oscar_jax.losses import global_mean
@@ -122,50 +119,3 @@ def hash_codes(
     if method.endswith("_bit_balance"):
         aux["bit_balance"] = bit_balance_loss(u, valid, axis_name)
     return u, aux
-
-
-# ----------------------------------------------------------------------------------------
-# Bits on the host: packing and Hamming distance (numpy).
-
-# Number of set bits of every byte value.
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def pack_bits(u: np.ndarray) -> np.ndarray:
-    """Packs codes [..., D] into bytes uint8 [..., ceil(D / 8)].
-
-    A bit is set where ``u > 0``, so {-1, 1}, {0, 1} and bool codes all work. Bits are
-    big-endian within a byte (``np.packbits`` order); a trailing partial byte is zero padded.
-    """
-    return np.packbits(np.asarray(u) > 0, axis=-1)
-
-
-def unpack_bits(packed: np.ndarray, num_bits: int) -> np.ndarray:
-    """Inverse of ``pack_bits``: uint8 [..., B] -> {0, 1} uint8 [..., num_bits]."""
-    packed = np.asarray(packed, dtype=np.uint8)
-    if num_bits > 8 * packed.shape[-1]:
-        raise ValueError(f"num_bits={num_bits} exceeds the {8 * packed.shape[-1]} bits stored.")
-    return np.unpackbits(packed, axis=-1, count=num_bits)
-
-
-def hamming_distance(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """Hamming distances between packed codes: [N, B] x [M, B] uint8 -> int64 [N, M].
-
-    Rows of ``a`` are processed ``chunk`` at a time to bound the [chunk, M, B] intermediate.
-    """
-    a = np.asarray(a, dtype=np.uint8)
-    b = np.asarray(b, dtype=np.uint8)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"Expected packed codes [N, B] and [M, B], got {a.shape} and {b.shape}.")
-    out = np.empty((a.shape[0], b.shape[0]), dtype=np.int64)
-    for start in range(0, a.shape[0], chunk):
-        xor = np.bitwise_xor(a[start : start + chunk, None, :], b[None, :, :])
-        out[start : start + chunk] = _POPCOUNT[xor].sum(axis=-1, dtype=np.int64)
-    return out
-
-
-def paired_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamming distances between corresponding packed codes: [..., B] x [..., B] -> int64 [...]
-    (shapes broadcast)."""
-    return _POPCOUNT[np.bitwise_xor(np.asarray(a, np.uint8), np.asarray(b, np.uint8))].sum(
-        axis=-1, dtype=np.int64)

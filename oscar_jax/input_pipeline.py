@@ -46,42 +46,6 @@ MODEL_FIELDS = ("image", "crops", "node_mask", "geometry", "shape", "relations")
 LABEL_FIELDS = ("identity", "variant", "view")
 
 
-class RecordsNotFoundError(FileNotFoundError):
-    """The records a config names are not built; the message holds the build command."""
-
-
-def build_command(dataset: str, dataset_config: str, data_dir: str) -> str:
-    """The command that builds the records a training config reads."""
-    command = f"python -m preprocessing.build --dataset {dataset} --data_dir {data_dir}"
-    if dataset_config and dataset_config != "default":
-        command += f" --config {dataset_config}"
-    if dataset == "psbattles24k":
-        command += " --manual_dir PATH/TO/ps-battles  # see: --dataset psbattles24k --help"
-    return command
-
-
-def records_dir(dataset: str, dataset_config: str, data_dir: str) -> str:
-    """The folder holding the newest built version of `dataset/dataset_config`.
-
-    Raises:
-      RecordsNotFoundError: nothing is built there; the message says how to build it.
-    """
-    config_dir = os.path.join(os.path.expanduser(data_dir), dataset, dataset_config or "default")
-    versions = []
-    if os.path.isdir(config_dir):
-        for name in os.listdir(config_dir):
-            if os.path.exists(os.path.join(config_dir, name, "dataset_info.json")):
-                versions.append(name)
-    if not versions:
-        raise RecordsNotFoundError(
-            f"no records of {dataset}/{dataset_config or 'default'} under {config_dir}.\n"
-            f"Build them with:\n  {build_command(dataset, dataset_config, data_dir)}\n"
-            "or point the config elsewhere with --config.data_dir=DIR."
-        )
-    versions.sort(key=lambda v: tuple(int(p) if p.isdigit() else 0 for p in v.split(".")))
-    return os.path.join(config_dir, versions[-1])
-
-
 def open_source(directory: str, split: str):
     """A random-access source of raw records (`tfds.data_source`-style), picklable."""
     builder = tfds.builder_from_directory(directory)

@@ -1,5 +1,6 @@
-r"""Trains OSCAR-Net: `python -m oscar_jax.train --config configs/X.py[:arg] --workdir DIR`.
+r"""Train OSCAR-Net from a config file into a workdir (absl flags --config and --workdir).
 
+    python -m oscar_jax.train --config configs/X.py[:arg] --workdir DIR
     python -m oscar_jax.train --config configs/pretrain.py --workdir runs/pretrain
     python -m oscar_jax.train --config configs/full.py --workdir runs/full \
         --config.init_from=runs/pretrain
@@ -20,11 +21,9 @@ from __future__ import annotations
 
 import functools
 import gc
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import signal
 import sys
 import time
@@ -43,12 +42,20 @@ from absl import app, flags, logging
 from flax.training import train_state
 from ml_collections import config_flags
 
-import oscar_jax.hash as image_hash
 from oscar_jax import hashing, input_pipeline, losses
+from oscar_jax.evaluation import benchmarks, report
 from oscar_jax.models import oscar, resnet
+from oscar_jax.workdir import (
+    RecordsNotFoundError,
+    checkpoints_dir,
+    cnn_weights_from_run,
+    config_records_dir,
+    create_model,
+    save_run_info,
+    write_record_settings,
+)
 
 AXIS = "batch"
-CHECKPOINTS = "checkpoints"
 
 
 class TrainState(train_state.TrainState):
@@ -58,13 +65,6 @@ class TrainState(train_state.TrainState):
 
 
 # ---- configuration ------------------------------------------------------------------------
-
-
-def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = AXIS
-                 ) -> oscar.OscarNet:
-    """The OscarNet a config describes; `axis_name` averages BatchNorm statistics over pmap."""
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.compute_dtype]
-    return oscar.OscarNet(**config.model.to_dict(), dtype=dtype, bn_axis_name=axis_name)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -92,43 +92,6 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
         optax.scale_by_learning_rate(learning_rate_schedule(config)),
     ]
     return optax.chain(*parts)
-
-
-def save_run_info(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Writes the resolved config and the versions of everything that shapes the result."""
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    packages = ["jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
-                "tensorflow-datasets", "numpy", "opencv-python-headless", "ml-collections"]
-    versions = {}
-    for name in packages:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    info = {
-        "python": platform.python_version(),
-        "packages": versions,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "process_count": jax.process_count(),
-        "command": sys.argv,
-    }
-    with open(os.path.join(workdir, "versions.json"), "w") as f:
-        json.dump(info, f, indent=2)
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a workdir was trained with."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} not found: {workdir} is not a training workdir. Train one with "
-            "`python -m oscar_jax.train --config configs/demo.py --workdir DIR`."
-        )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -161,12 +124,9 @@ def create_data(config: ml_collections.ConfigDict, workdir: str):
         batch = input_pipeline.synthetic_batch(composition, seed=config.seed,
                                                **config.synthetic.to_dict())
         return None, batch
-    directory = input_pipeline.records_dir(config.dataset, config.dataset_config,
-                                           config.data_dir)
+    directory = config_records_dir(config)
     if jax.process_index() == 0:  # how the records were made, so hashing can do the same
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, image_hash.RECORDS_JSON), "w") as f:
-            json.dump(image_hash.read_record_settings(directory), f, indent=2)
+        write_record_settings(workdir, directory)
     dataset, example = input_pipeline.train_dataset(
         directory, config.train_split, composition, seed=config.seed,
         num_steps=config.total_steps, workers=config.data_workers,
@@ -192,28 +152,6 @@ def init_variables(model: oscar.OscarNet, batch: dict[str, np.ndarray], seed: in
     variables = jax.jit(functools.partial(init_model.init, train=False))(
         {"params": jax.random.PRNGKey(seed)}, example)
     return flax.core.unfreeze(variables)
-
-
-def cnn_weights_from_run(workdir: str) -> dict[tuple[str, ...], np.ndarray]:
-    """The trained CNN of a pretraining run (its `global_cnn`), as flat paths
-    (collection, module, ..., leaf) that `resnet.merge_pretrained` takes."""
-    config = load_config(workdir)
-    try:
-        state = restore_state(workdir)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(
-            f"init_from={workdir} has no checkpoint; run the pretraining first: "
-            f"python -m oscar_jax.train --config configs/pretrain.py --workdir {workdir}"
-        ) from e
-    weights = {}
-    for collection in ("params", "batch_stats"):
-        flat = flax.traverse_util.flatten_dict(state[collection])
-        for path, value in flat.items():
-            if path[0] == "global_cnn":
-                weights[(collection, *path[1:])] = np.asarray(value)
-    if not weights:
-        raise ValueError(f"{workdir} (cnn={config.model.cnn}) has no global CNN to copy")
-    return weights
 
 
 def initial_variables(config: ml_collections.ConfigDict, model: oscar.OscarNet,
@@ -288,7 +226,7 @@ def checkpoint_manager(config: ml_collections.ConfigDict, workdir: str) -> ocp.C
         handlers["data"] = grain.checkpoint.CheckpointHandler()
     options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True,
                                            enable_async_checkpointing=True)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
+    return ocp.CheckpointManager(checkpoints_dir(workdir),
                                  item_handlers=handlers, options=options)
 
 
@@ -307,27 +245,6 @@ def restore_checkpoint(manager: ocp.CheckpointManager, state: TrainState, iterat
         items["data"] = grain.checkpoint.CheckpointRestore(iterator)
     restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(**items))
     return restored["state"]
-
-
-def restore_state(workdir: str, step: int | None = None) -> dict:
-    """The saved train state of a workdir (the latest step by default) as nested arrays."""
-    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)),
-                                    item_names=("state", "data"))
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"{workdir} has no checkpoint yet; train it first")
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-                            )["state"]
-    manager.close()
-    return state
-
-
-def restore_inference(workdir: str, step: int | None = None):
-    """(config, model without pmap axis, {'params', 'batch_stats'}) of a trained workdir."""
-    config = load_config(workdir)
-    model = create_model(config, axis_name=None)
-    state = restore_state(workdir, step)
-    return config, model, {"params": state["params"], "batch_stats": state["batch_stats"]}
 
 
 # ---- logging --------------------------------------------------------------------------------
@@ -402,7 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                    config.process_id)
     save_run_info(config, workdir)
     iterator, batch = create_data(config, workdir)
-    model = create_model(config)
+    model = create_model(config, axis_name=AXIS)
     schedule = learning_rate_schedule(config)
     variables = initial_variables(config, model, batch)
     state = TrainState.create(apply_fn=model.apply, params=variables["params"],
@@ -482,9 +399,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           flush=True)
     finished = step >= config.total_steps
     if finished and config.report_at_end and jax.process_index() == 0:
-        from oscar_jax import separation
-
-        print(separation.format_table(separation.evaluate(workdir)), flush=True)
+        result = benchmarks.separation_study(workdir)
+        print(report.format_separation(result), flush=True)
     return state
 
 
@@ -505,11 +421,26 @@ def main(argv):
         raise app.UsageError("give --config configs/X.py and --workdir DIR")
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except input_pipeline.RecordsNotFoundError as e:
+    except RecordsNotFoundError as e:
         print(str(e), file=sys.stderr)
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def run_command_line(argv: list[str]) -> int:
+    """`oscar train ...` and `python -m oscar_jax.train ...`: `argv[0]` is the program name,
+    then the flags. `-h` and `--help` print the short help (absl's own `--help` lists every
+    library's flags) and exit 0."""
     define_flags()
-    app.run(main)
+    wants_help = any(arg in ("-h", "--help", "--helpshort") for arg in argv[1:])
+    argv = [("--helpshort" if arg in ("-h", "--help") else arg) for arg in argv]
+    try:
+        app.run(main, argv=argv)
+    except SystemExit as exit_:
+        if wants_help:
+            return 0
+        return exit_.code if isinstance(exit_.code, int) else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command_line(sys.argv))

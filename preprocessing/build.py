@@ -249,21 +249,27 @@ def format_summary(result: BuildResult) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", None, sorted(DATASETS), "Which data set to build.")
-flags.DEFINE_string("config", "default", "Builder config name (e.g. default, tiny).")
-flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "TFDS data folder for the records.")
-flags.DEFINE_integer("workers", max(1, (os.cpu_count() or 1)), "Worker processes (0: none).")
-flags.DEFINE_string("manual_dir", None, "Folder of manually downloaded inputs (psbattles24k).")
-flags.DEFINE_string("input", None, "Folder or list file of images (distractors).")
-flags.DEFINE_string("config_name", None, "Name for a config changed by the flags below.")
-flags.DEFINE_string("detector", None, "Detector backend: classical, coco_json, detectron2, oracle.")
-flags.DEFINE_multi_string("detector_option", [], "key=value option of the detector backend.")
-flags.DEFINE_multi_string("set", [], "field=value override of the builder config.")
-flags.DEFINE_bool("beam", False, "Run as an Apache Beam pipeline (DirectRunner).")
-flags.DEFINE_integer("beam_workers", 0, "DirectRunner worker processes.")
-flags.DEFINE_bool("overwrite", False, "Rewrite the records even if they exist.")
-flags.DEFINE_string("export_views", None, "Write every view as DIR/<key>.png instead of "
-                    "building, to run a detector elsewhere and come back with coco_json.")
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a program so that importing this module
+    never claims flag names (the trainer has its own --config)."""
+    flags.DEFINE_enum("dataset", None, sorted(DATASETS), "Which data set to build.")
+    flags.DEFINE_string("config", "default", "Builder config name (e.g. default, tiny).")
+    flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "TFDS data folder for the records.")
+    flags.DEFINE_integer("workers", max(1, (os.cpu_count() or 1)), "Worker processes (0: none).")
+    flags.DEFINE_string("manual_dir", None, "Folder of manually downloaded inputs (psbattles24k).")
+    flags.DEFINE_string("input", None, "Folder or list file of images (distractors).")
+    flags.DEFINE_string("config_name", None, "Name for a config changed by the flags below.")
+    flags.DEFINE_string("detector", None,
+                        "Detector backend: classical, coco_json, detectron2, oracle.")
+    flags.DEFINE_multi_string("detector_option", [], "key=value option of the detector backend.")
+    flags.DEFINE_multi_string("set", [], "field=value override of the builder config.")
+    flags.DEFINE_bool("beam", False, "Run as an Apache Beam pipeline (DirectRunner).")
+    flags.DEFINE_integer("beam_workers", 0, "DirectRunner worker processes.")
+    flags.DEFINE_bool("overwrite", False, "Rewrite the records even if they exist.")
+    flags.DEFINE_string("export_views", None, "Write every view as DIR/<key>.png instead of "
+                        "building, to run a detector elsewhere and come back with coco_json.")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -292,5 +298,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flag_as_required("dataset")
     app.run(main)

@@ -337,7 +337,7 @@ def _check_encoding(encoding: str) -> None:
 def record_features(
     *, max_objects: int, crop_size: int, global_size: int, encoding: Encoding
 ) -> tfds.features.FeaturesDict:
-    """The TFDS features of one record (DESIGN.md, "Data contract").
+    """The TFDS features of one record (README, "Record format").
 
     With `encoding='jpeg'` the global view is one JPEG byte string and the crops are N byte
     strings (b'' for padding); with `encoding='raw'` both are uint8 arrays.

@@ -49,7 +49,7 @@ def tiny_trained(tmp_path_factory):
             config.report_at_end = False
             train.train_and_evaluate(config, str(workdir))
             (workdir / "trained").write_text("ok")
-    from oscar_jax import input_pipeline
+    from oscar_jax.workdir import records_dir
 
-    records = input_pipeline.records_dir("oscar_demo", "tiny", str(data_dir))
+    records = records_dir("oscar_demo", "tiny", str(data_dir))
     return str(workdir), records, str(data_dir)

@@ -14,8 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from oscar_jax import attribute, verification
-from oscar_jax.attribute import Candidate, TrustedDatabase
+from oscar_jax.attribution import verdicts, verification
+from oscar_jax.attribution.database import AttributionError, TrustedDatabase
+from oscar_jax.attribution.verdicts import Candidate
+from oscar_jax.evaluation import table6
 from preprocessing.datasets import oscar_demo
 from preprocessing.images import ImageDecodeError, decode_image, encode_jpeg, encode_png
 from tests.samples import photo
@@ -48,7 +50,7 @@ def benign_copy(image: np.ndarray, mirror: bool = False) -> np.ndarray:
     ([Candidate(1, 6, 25), Candidate(2, 6, 90)], "match", 2),
 ])
 def test_decide(candidates, verdict, chosen):
-    got, best = attribute.decide(candidates, THRESHOLDS)
+    got, best = verdicts.decide(candidates, THRESHOLDS)
     assert got == verdict
     assert (best.id if best else None) == chosen
 
@@ -65,9 +67,9 @@ def test_early_exit_gives_the_verdict_of_checking_everything():
             checked.append(position)
             return int(inliers[position])
 
-        verdict, position = attribute.verdict_with_early_exit(
+        verdict, position = verdicts.verdict_with_early_exit(
             distances, list(range(n)), inliers_of, THRESHOLDS)
-        full, best = attribute.decide(
+        full, best = verdicts.decide(
             [Candidate(i, int(d), int(k))
              for i, (d, k) in enumerate(zip(distances, inliers, strict=True))],
             THRESHOLDS)
@@ -78,16 +80,16 @@ def test_early_exit_gives_the_verdict_of_checking_everything():
 
 def test_best_threshold_takes_the_middle_of_the_best_plateau():
     # Accepted values 1..3, rejected 8..9: any t in 3..7 separates them; the middle is 5.
-    assert attribute.best_threshold([1, 2, 3], [8, 9], np.arange(0, 12)) == 5
+    assert verdicts.best_threshold([1, 2, 3], [8, 9], np.arange(0, 12)) == 5
     # Overlap: t = 4 leaves one error of each kind (1/4 + 1/3); t = 5 leaves 0 + 2/3.
-    assert attribute.best_threshold([1, 2, 3, 5], [4, 6, 7], np.arange(0, 10)) == 3
+    assert verdicts.best_threshold([1, 2, 3, 5], [4, 6, 7], np.arange(0, 10)) == 3
 
 
 def test_calibration_separates_the_labelled_pairs():
     benign = [Candidate(0, d, k) for d, k in [(2, 90), (5, 60), (8, 40), (3, 7)]]
     manipulated = [Candidate(0, d, k) for d, k in [(20, 80), (25, 50), (30, 45)]]
     unrelated = [5, 9, 11, 12, 14]
-    t = attribute.calibrate_thresholds(bits=64, benign=benign, manipulated=manipulated,
+    t = verdicts.calibrate_thresholds(bits=64, benign=benign, manipulated=manipulated,
                                        unrelated_inliers=unrelated, source="by hand")
     # Related inliers >= 40 except one outlier (7), unrelated <= 14: 15..40 all give the
     # least error, and the middle is taken.
@@ -109,7 +111,7 @@ def test_benign_copies_register_and_unrelated_images_do_not():
     unrelated = verification.verify(verification.features(photo("coffee")), original)
     assert copy.mirrored and copy.inliers >= 100
     assert not rotated.mirrored and rotated.inliers >= 100
-    assert unrelated.inliers < attribute.DEFAULT_MIN_INLIERS
+    assert unrelated.inliers < verdicts.DEFAULT_MIN_INLIERS
     # USAC is seeded: the same pair gives the same answer every time.
     again = verification.verify(verification.features(photo("coffee")), original)
     assert again == unrelated
@@ -175,9 +177,9 @@ def test_bad_input_is_refused_with_a_reason(database):
             db.query(bad)
     with pytest.raises(KeyError):
         db.original(9999)
-    with pytest.raises(attribute.AttributionError, match="exists already"):
+    with pytest.raises(AttributionError, match="exists already"):
         TrustedDatabase.create(db.path, method="phash")
-    with pytest.raises(attribute.AttributionError, match="needs the --workdir"):
+    with pytest.raises(AttributionError, match="needs the --workdir"):
         TrustedDatabase.create(db.path + ".new")
 
 
@@ -207,8 +209,8 @@ def test_originals_added_by_another_process_are_found(database):
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from oscar_jax import attribute
-    from oscar_jax.hash import Hasher
+    from oscar_jax.attribution.database import TrustedDatabase
+    from oscar_jax.inference.hasher import Hasher
     from preprocessing.datasets import oscar_demo
 
     calls = []
@@ -219,7 +221,7 @@ KILLER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         return original(self, images)
     Hasher.hash_arrays = hash_then_die
-    db = attribute.TrustedDatabase.open(sys.argv[1])
+    db = TrustedDatabase.open(sys.argv[1])
     paths = sorted(oscar_demo.photo_paths().values())[:12]
     db.add(paths, batch_size=2)
 """)
@@ -298,18 +300,18 @@ def test_attribution_study_calibrates_on_one_half_and_measures_the_other():
             keys.append(f"{i}/1/{copy}"), identity.append(i), manipulated.append(True)
             codes.append(_flip(code, int(rng.integers(16, 25)), rng))
     identity = np.asarray(identity)
-    data = attribute.AttributionSet(
+    data = table6.AttributionSet(
         database_keys=[f"{i}/0/0" for i in range(40)] + [f"d{j}" for j in range(30)],
         database_identity=np.concatenate([np.arange(40), -np.ones(30, int)]),
         query_keys=keys, query_identity=identity, query_manipulated=np.asarray(manipulated),
-        calibration=attribute.calibration_half(identity), images={})
+        calibration=table6.calibration_half(identity), images={})
     asked = []
 
     def inliers(query_key, original_key):
         asked.append((query_key, original_key))
         return 60 if query_key.split("/")[0] == original_key.split("/")[0] else 4
 
-    study = attribute.attribution_study(
+    study = table6.attribution_study(
         method="synthetic", bits=64, data=data,
         database_codes=np.concatenate([originals, distractors]),
         query_codes=np.stack(codes), pairs=inliers, workers=2)

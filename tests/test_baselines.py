@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from oscar_jax import baselines
-from oscar_jax.hashing import pack_bits
+from oscar_jax.inference import baselines
+from oscar_jax.inference.codes import pack_bits
 
 EXPECTED_BITS = {"ahash": 64, "phash": 64, "dhash": 64, "whash": 64, "chash": 56, "iscc": 64,
                  "pdq": 256}

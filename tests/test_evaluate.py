@@ -1,4 +1,4 @@
-"""Hashing images with a trained workdir (`oscar_jax.hash`) and the benchmarks (`evaluate`)."""
+"""Hashing images with a trained workdir (`oscar hash`) and the benchmarks (`oscar evaluate`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-import oscar_jax
-import oscar_jax.hash as image_hash
-from oscar_jax import baselines, evaluate, input_pipeline, metrics, train
+from oscar_jax import input_pipeline
+from oscar_jax.evaluation import benchmarks, codesets, metrics, plots
+from oscar_jax.evaluation.report import evaluate, format_table
+from oscar_jax.inference import baselines
+from oscar_jax.inference.codes import hamming_distance
+from oscar_jax.inference.hasher import load_hasher
+from oscar_jax.inference.records import ImageRecordMaker
+from oscar_jax.workdir import RECORDS_JSON, load_config
 from preprocessing.datasets import oscar_demo
 from preprocessing.images import decode_image
 
@@ -29,8 +34,8 @@ def test_file_hash_equals_the_code_of_its_record(trained):
     """The query path (decode, shrink, detector, scene graph, JPEG round trip) rebuilds the
     record the builder stored, so a test original's file gets the code of its record."""
     workdir, records = trained
-    hasher = oscar_jax.load_hasher(workdir)
-    assert os.path.exists(os.path.join(workdir, image_hash.RECORDS_JSON))
+    hasher = load_hasher(workdir)
+    assert os.path.exists(os.path.join(workdir, RECORDS_JSON))
     batch = next(input_pipeline.read_split(records, "test", batch_size=1000))
     photos = oscar_demo.photo_paths()
     chosen = [i for i, key in enumerate(batch["key"])
@@ -66,7 +71,7 @@ def test_cli_keeps_going_past_bad_images(trained, tmp_path):
     assert f"{empty}: " in run.stderr and f"{text}: " in run.stderr
     assert "2 of 4 images could not be hashed" in run.stderr
     codes = np.load(out)
-    assert codes.shape == (2, train.load_config(workdir).model.code_bits // 8)
+    assert codes.shape == (2, load_config(workdir).model.code_bits // 8)
     assert (tmp_path / "codes.paths.txt").read_text().split("\n")[:2] == good
     lines = [line.split("\t") for line in run.stdout.strip().split("\n")]
     assert [path for _, path in lines] == good
@@ -75,24 +80,24 @@ def test_cli_keeps_going_past_bad_images(trained, tmp_path):
 
 def test_baseline_method_needs_no_workdir(tmp_path):
     path = oscar_demo.photo_paths()["chelsea"]
-    hasher = image_hash.load_hasher(None, "phash")
+    hasher = load_hasher(None, "phash")
     result = hasher.hash_paths([path, str(tmp_path / "missing.jpg")], progress=False)
     assert result.paths == [path] and result.failures[0][1] == "file not found"
     np.testing.assert_array_equal(result.codes,
                                   baselines.hash_images("phash", [decode_image(path)]))
     with pytest.raises(ValueError, match="unknown method 'sha1'"):
-        image_hash.load_hasher(None, "sha1")
+        load_hasher(None, "sha1")
     with pytest.raises(ValueError, match="needs the --workdir"):
-        image_hash.load_hasher(None, "oscar")
+        load_hasher(None, "oscar")
 
 
 def test_oracle_records_cannot_hash_new_images():
     with pytest.raises(ValueError, match="cannot run on new images"):
-        image_hash.ImageRecordMaker({"detector": "oracle"})
+        ImageRecordMaker({"detector": "oracle"})
 
 
 def synthetic_codeset(codes: dict[str, np.ndarray], identities: int, views: int,
-                      manipulated: int) -> evaluate.CodeSet:
+                      manipulated: int) -> codesets.CodeSet:
     identity, variant, view = [], [], []
     for i in range(identities):
         for v in range(manipulated + 1):
@@ -101,7 +106,7 @@ def synthetic_codeset(codes: dict[str, np.ndarray], identities: int, views: int,
     n = len(identity)
     for name, c in codes.items():
         assert len(c) == n, name
-    return evaluate.CodeSet(codes, np.asarray(identity), np.asarray(variant), np.asarray(view),
+    return codesets.CodeSet(codes, np.asarray(identity), np.asarray(variant), np.asarray(view),
                             np.asarray([""] * n))
 
 
@@ -121,20 +126,20 @@ def test_benchmarks_of_a_perfect_and_of_a_constant_hash():
     records = synthetic_codeset({"perfect": np.asarray(perfect),
                                  "constant": np.zeros((n, 8), np.uint8)},
                                 identities, views, manipulated)
-    roles = evaluate.Roles.of(records)
+    roles = codesets.Roles.of(records)
     assert len(roles.originals) == identities
     assert len(roles.benign) == identities * views
     assert len(roles.manipulated) == identities * manipulated * (views + 1)
     distractors = rng.integers(0, 256, (50, 8), dtype=np.uint8)
     counts = [0, 25, 50]
 
-    one = evaluate.benchmark_one(records, roles, "perfect", distractors, counts)
-    two = evaluate.benchmark_two(records, roles, "perfect", distractors, counts)
+    one = benchmarks.benchmark_one(records, roles, "perfect", distractors, counts)
+    two = benchmarks.benchmark_two(records, roles, "perfect", distractors, counts)
     assert [s["mmAP"] for s in one] == [1.0, 1.0, 1.0]
     assert two[-1]["R@1"] == 1.0 and two[-1]["R@1_bar"] == 1.0 and two[-1]["FR1"] == 0.5
 
-    one = evaluate.benchmark_one(records, roles, "constant", distractors, counts)
-    two = evaluate.benchmark_two(records, roles, "constant", distractors, counts)
+    one = benchmarks.benchmark_one(records, roles, "constant", distractors, counts)
+    two = benchmarks.benchmark_two(records, roles, "constant", distractors, counts)
     assert all(s["mmAP"] == 0.0 for s in one)
     assert two[0]["R@1"] == 0.0 and two[0]["R@1_bar"] == 0.0 and two[0]["FR1"] == 0.0
 
@@ -147,30 +152,30 @@ def test_histogram_benchmarks_equal_the_full_distance_matrix():
     n = identities * (manipulated + 1) * (views + 1)
     codes = rng.integers(0, 256, (n, 1), dtype=np.uint8) & 0b111  # 3 bits vary
     records = synthetic_codeset({"m": codes}, identities, views, manipulated)
-    roles = evaluate.Roles.of(records)
+    roles = codesets.Roles.of(records)
     distractors = rng.integers(0, 8, (40, 1), dtype=np.uint8)
     ident = records.identity
 
-    one = evaluate.benchmark_one(records, roles, "m", distractors, [0, 40])
+    one = benchmarks.benchmark_one(records, roles, "m", distractors, [0, 40])
     database = np.concatenate([roles.benign, roles.manipulated])
-    distance = metrics.hamming(codes[roles.originals], codes[database])
+    distance = hamming_distance(codes[roles.originals], codes[database])
     same = ident[roles.originals][:, None] == ident[database][None, :]
     relevant = same & (records.variant[database] == 0)
-    expected = metrics.benchmark_one(distance, relevant, same & ~relevant)
+    expected = metrics.benchmark_one_scores(distance, relevant, same & ~relevant)
     assert one[0] == pytest.approx(expected)
-    full = metrics.hamming(codes[roles.originals], np.concatenate([codes[database], distractors]))
+    full = hamming_distance(codes[roles.originals], np.concatenate([codes[database], distractors]))
     pad = np.zeros((len(roles.originals), len(distractors)), bool)
-    expected = metrics.benchmark_one(full, np.hstack([relevant, pad]),
+    expected = metrics.benchmark_one_scores(full, np.hstack([relevant, pad]),
                                      np.hstack([same & ~relevant, pad]))
     assert one[1] == pytest.approx(expected)
 
-    two = evaluate.benchmark_two(records, roles, "m", distractors, [40])[0]
+    two = benchmarks.benchmark_two(records, roles, "m", distractors, [40])[0]
     originals = np.concatenate([codes[roles.originals], distractors])
     column = {int(i): c for c, i in enumerate(ident[roles.originals])}
-    expected = metrics.benchmark_two(
-        metrics.hamming(codes[roles.benign], originals),
+    expected = metrics.benchmark_two_scores(
+        hamming_distance(codes[roles.benign], originals),
         np.asarray([column[int(i)] for i in ident[roles.benign]]),
-        metrics.hamming(codes[roles.manipulated], originals),
+        hamming_distance(codes[roles.manipulated], originals),
         np.asarray([column[int(i)] for i in ident[roles.manipulated]]))
     assert two == pytest.approx(expected)
 
@@ -178,21 +183,21 @@ def test_histogram_benchmarks_equal_the_full_distance_matrix():
 def test_roles_need_originals_views_and_manipulations():
     records = synthetic_codeset({"m": np.zeros((4, 8), np.uint8)}, 2, 1, 0)
     with pytest.raises(ValueError, match="manipulated versions"):
-        evaluate.Roles.of(records)
+        codesets.Roles.of(records)
 
 
 def test_distractor_counts_and_transform_names():
-    assert evaluate.distractor_counts(0, 4) == [0]
-    assert evaluate.distractor_counts(10, 4) == [0, 2, 5, 8, 10]
-    assert evaluate.transform_name("gaussian_blur(sigma=1.5)") == "gaussian_blur"
-    assert evaluate.transform_name("") == "none"
+    assert benchmarks.distractor_counts(0, 4) == [0]
+    assert benchmarks.distractor_counts(10, 4) == [0, 2, 5, 8, 10]
+    assert codesets.transform_name("gaussian_blur(sigma=1.5)") == "gaussian_blur"
+    assert codesets.transform_name("") == "none"
 
 
 def test_evaluate_writes_the_report_tables_and_plots(trained, tmp_path):
     workdir, records = trained
     # --compare takes more trained workdirs (ablations, code lengths): here the same run
     # again, which must score exactly as the main model.
-    report = evaluate.evaluate(workdir=workdir, compare=[workdir],
+    report = evaluate(workdir=workdir, compare=[workdir],
                                methods=["oscar", "phash", "pdq"], distractors="train",
                                distractor_steps=2, out=str(tmp_path))
     compared = report["methods"].pop(os.path.basename(workdir))
@@ -226,13 +231,13 @@ def test_evaluate_writes_the_report_tables_and_plots(trained, tmp_path):
     assert "## Attribution (Table 6)" in markdown and "| oscar | " in markdown
     for plot in ("scalability.png", "robustness.png"):
         assert (tmp_path / plot).stat().st_size > 1000
-    assert "I: mmAP" in evaluate.format_table(report)
+    assert "I: mmAP" in format_table(report)
 
 
 def test_distractors_must_be_unrelated(trained, tmp_path):
     workdir, _ = trained
     with pytest.raises(ValueError, match="distractors must be unrelated"):
-        evaluate.evaluate(workdir=workdir, methods=["ahash"], distractors="test_seen",
+        evaluate(workdir=workdir, methods=["ahash"], distractors="test_seen",
                           out=str(tmp_path), plots=False)
 
 
@@ -244,6 +249,6 @@ def test_code_length_plot_from_models_of_several_lengths(tmp_path):
     report = {"distractor_counts": [0], "methods": {
         "bits32": method(32, 0.5, 0.30), "bits64": method(64, 0.6, 0.33),
         "phash": {**method(64, 0.2, 0.1), "workdir": None}}}
-    assert [p[1] for p in evaluate.code_length_points(report)] == [32, 64]
-    assert evaluate.write_plots(report, str(tmp_path)) == ["code_length.png"]
+    assert [p[1] for p in plots.code_length_points(report)] == [32, 64]
+    assert plots.write_plots(report, str(tmp_path)) == ["code_length.png"]
     assert (tmp_path / "code_length.png").stat().st_size > 1000

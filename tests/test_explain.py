@@ -14,10 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from oscar_jax import explain, train
-from oscar_jax import hash as hash_lib
+from oscar_jax import train
+from oscar_jax.attribution import gradcam
+from oscar_jax.inference.records import stack
 from oscar_jax.models import resnet
 from oscar_jax.models.oscar import OscarNet
+from oscar_jax.workdir import create_model, load_config
 from preprocessing import scene_graph
 from preprocessing.images import decode_image, encode_png
 from tests import samples
@@ -37,7 +39,7 @@ def test_gradcam_weights_channels_by_their_mean_gradient():
     gradients = np.zeros_like(activations)
     gradients[0, ..., 0] = [[4.0, 0.0], [2.0, 2.0]]  # mean 2, not used pointwise
     gradients[0, ..., 1] = -1.0
-    cam = np.asarray(explain.gradcam(activations, gradients))
+    cam = np.asarray(gradcam.gradcam(activations, gradients))
     # relu(2 * A0 - 1 * A1): 6 - 1 at the hot cell, relu(-1) = 0 elsewhere.
     np.testing.assert_allclose(cam, [[[0.0, 5.0], [0.0, 0.0]]])
 
@@ -46,15 +48,15 @@ def test_objective_is_eq14_with_gradients_through_the_query_only():
     z = jnp.array([1.0, 0.0, 0.0])
     positive = jnp.array([1.0, 1.0, 0.0])
     negative = jnp.array([0.0, 0.0, 2.0])
-    value = explain.dissimilarity_objective(z, positive, negative)
+    value = gradcam.dissimilarity_objective(z, positive, negative)
     assert float(value) == pytest.approx(1 / np.sqrt(2) - 0.0)
-    grads = jax.grad(explain.dissimilarity_objective, argnums=(0, 1, 2))(z, positive, negative)
+    grads = jax.grad(gradcam.dissimilarity_objective, argnums=(0, 1, 2))(z, positive, negative)
     assert np.abs(grads[0]).sum() > 0
     np.testing.assert_array_equal(grads[1], 0.0)
     np.testing.assert_array_equal(grads[2], 0.0)
     # x+ = x: cos(z, z) is at its maximum, so only the negative term has a gradient.
-    same = jax.grad(explain.dissimilarity_objective)(z, z, negative)
-    away = jax.grad(lambda q: -explain.cosine(q, negative))(z)
+    same = jax.grad(gradcam.dissimilarity_objective)(z, z, negative)
+    away = jax.grad(lambda q: -gradcam.cosine(q, negative))(z)
     np.testing.assert_allclose(same, away, atol=1e-7)
 
 
@@ -66,7 +68,7 @@ def test_objective_is_eq14_with_gradients_through_the_query_only():
 def test_letterbox_region_is_where_scene_graph_puts_the_image(height, width, size):
     boxed = scene_graph.letterbox(np.full((height, width, 3), 255, np.uint8), size)
     rows, cols = np.flatnonzero(boxed.any(axis=(1, 2))), np.flatnonzero(boxed.any(axis=(0, 2)))
-    top, left, new_h, new_w = explain.letterbox_region(height, width, size)
+    top, left, new_h, new_w = gradcam.letterbox_region(height, width, size)
     assert (top, left, new_h, new_w) == (rows[0], cols[0], len(rows), len(cols))
 
 
@@ -74,10 +76,10 @@ def test_unletterbox_drops_the_padding_and_keeps_the_content_in_place():
     # A 32 x 16 image letterboxed to 16: content columns 4..12, padding 0..4 and 12..16.
     padding = np.zeros((8, 8), np.float32)
     padding[:, 0] = padding[:, 7] = 1.0
-    assert np.abs(explain.unletterbox(padding, 16, 32, 16)).max() == 0.0
+    assert np.abs(gradcam.unletterbox(padding, 16, 32, 16)).max() == 0.0
     content = np.zeros((8, 8), np.float32)
     content[2, 2] = 1.0  # square pixels y 4..6, x 4..6: the image's top-left quarter
-    out = explain.unletterbox(content, 16, 32, 16)
+    out = gradcam.unletterbox(content, 16, 32, 16)
     assert out.shape == (32, 16)
     y, x = np.unravel_index(np.argmax(out), out.shape)
     assert 8 <= y < 12 and x < 4
@@ -93,7 +95,7 @@ def test_node_boxes_recover_the_pixel_boxes_from_eq1_geometry():
         geometry = np.zeros((8, 5), np.float32)
         geometry[:6] = scene_graph.geometry_features(boxes, height, width)
         mask = np.arange(8) < 6
-        np.testing.assert_array_equal(explain.node_boxes(geometry, mask, height, width), boxes)
+        np.testing.assert_array_equal(gradcam.node_boxes(geometry, mask, height, width), boxes)
 
 
 def test_a_crop_map_lands_in_its_box_with_the_square_padding_removed():
@@ -101,7 +103,7 @@ def test_a_crop_map_lands_in_its_box_with_the_square_padding_removed():
     cam = np.zeros((1, 4, 4), np.float32)
     cam[0, 1, 3] = 1.0  # square rows 8..16 (box top half), columns 24..32 (box right fifth)
     box = np.array([[10, 20, 50, 40]])
-    out = explain.paste_crop_maps(cam, box, 32, 60, 70)
+    out = gradcam.paste_crop_maps(cam, box, 32, 60, 70)
     assert out.shape == (60, 70)
     outside = out.copy()
     outside[20:40, 10:50] = 0
@@ -111,7 +113,7 @@ def test_a_crop_map_lands_in_its_box_with_the_square_padding_removed():
     assert out[20:30, 30:50].sum() > 0.7 * out.sum()
     # A second node over the same pixels: the larger value wins.
     flat = np.full((1, 4, 4), 0.5, np.float32)
-    both = explain.paste_crop_maps(np.concatenate([cam, flat]), np.concatenate([box, box]),
+    both = gradcam.paste_crop_maps(np.concatenate([cam, flat]), np.concatenate([box, box]),
                                    32, 60, 70)
     np.testing.assert_allclose(both[20:40, 10:50], np.maximum(out[20:40, 10:50], 0.5))
 
@@ -121,10 +123,10 @@ def test_combine_shares_one_scale_between_streams():
     strong[0, 0] = 2.0
     weak = np.zeros((4, 4), np.float32)
     weak[3, 3] = 0.2
-    heat = explain.combine([strong, weak])
+    heat = gradcam.combine([strong, weak])
     assert heat.dtype == np.float32 and heat[0, 0] == 1.0
     assert heat[3, 3] == pytest.approx(0.1)  # not stretched to 1 by its own peak
-    np.testing.assert_array_equal(explain.combine([np.zeros((3, 5))]), np.zeros((3, 5)))
+    np.testing.assert_array_equal(gradcam.combine([np.zeros((3, 5))]), np.zeros((3, 5)))
 
 
 # ---- the ResNet hooks ---------------------------------------------------------------------------
@@ -141,7 +143,7 @@ def test_init_and_training_see_no_new_collections():
         lambda v, b: model.apply(v, b, train=True, mutable=["batch_stats"],
                                  rngs={"dropout": jax.random.key(1)}), variables, batch)
     assert set(updates) == {"batch_stats"}
-    exposed = explain.exposed_stages(model, variables, batch)
+    exposed = gradcam.exposed_stages(model, variables, batch)
     assert sorted(exposed) == ["global_cnn", "object_cnn"]
     assert sorted(exposed["global_cnn"]) == ["stage1", "stage2", "stage3", "stage4"]
     assert exposed["global_cnn"]["stage2"].shape == (3, 4, 4, 32)  # stride 8 on 32 px
@@ -169,17 +171,17 @@ def edited(photo) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def explainer(tiny_trained) -> explain.Explainer:
-    return explain.Explainer(tiny_trained[0])
+def explainer(tiny_trained) -> gradcam.Explainer:
+    return gradcam.Explainer(tiny_trained[0])
 
 
 def test_stage_gradients_are_dL_dA_at_the_end_of_the_stage(explainer, photo, edited):
     model, variables = explainer.model, explainer.variables
     maker = explainer.maker
     # query, original, positive: three different records.
-    batch = hash_lib.stack([maker.record(edited), maker.record(photo),
+    batch = stack([maker.record(edited), maker.record(photo),
                             maker.record(photo[:, ::-1].copy())])
-    exposed = explain.exposed_stages(model, variables, batch)
+    exposed = gradcam.exposed_stages(model, variables, batch)
     zeros = {s: {"stage2": jnp.zeros(m["stage2"].shape)} for s, m in exposed.items()}
     rng = np.random.default_rng(2)
     nodes = batch["crops"].shape[1]
@@ -201,14 +203,14 @@ def test_stage_gradients_are_dL_dA_at_the_end_of_the_stage(explainer, photo, edi
 
         with flax.linen.intercept_methods(add):
             z = model.apply(variables, batch, train=False)
-        return explain.dissimilarity_objective(z[0], z[2], z[1])
+        return gradcam.dissimilarity_objective(z[0], z[2], z[1])
 
     zeros_flat = {s: m["stage2"] for s, m in zeros.items()}
 
     @jax.jit
     def probe(batch):
         def loss(perturbations):
-            return explain.dissimilarity_objective_at(model, variables, batch, perturbations)[0]
+            return gradcam.dissimilarity_objective_at(model, variables, batch, perturbations)[0]
 
         value, grads = jax.value_and_grad(loss)(zeros)
         outside = jax.grad(at_block_outputs)(zeros_flat, batch)
@@ -236,20 +238,20 @@ def test_identical_images_give_an_all_zero_map(explainer, photo):
     result = explainer.explain(photo, photo)
     assert result.heat.shape == photo.shape[:2] and result.heat.dtype == np.float32
     assert result.loss == pytest.approx(0.0, abs=1e-6)
-    assert result.sensitivity < explain.FLAT_SENSITIVITY
+    assert result.sensitivity < gradcam.FLAT_SENSITIVITY
     assert not result.heat.any()
 
 
 def test_an_edited_query_gets_a_map_over_its_own_pixels(explainer, photo, edited):
     assert explainer.streams == ("global_cnn", "object_cnn")
-    assert explainer.stage == explain.DEFAULT_STAGE
+    assert explainer.stage == gradcam.DEFAULT_STAGE
     # Twice the records' size: the maps are made at 96 px and stretched back to the query.
     query = np.repeat(np.repeat(edited, 2, axis=0), 2, axis=1)
     result = explainer.explain(query, photo)
     height, width = query.shape[:2]
     assert result.heat.shape == (height, width) and result.heat.dtype == np.float32
     assert result.heat.min() >= 0.0 and result.heat.max() == pytest.approx(1.0)
-    assert result.loss > 0.0 and result.sensitivity > explain.FLAT_SENSITIVITY
+    assert result.loss > 0.0 and result.sensitivity > gradcam.FLAT_SENSITIVITY
     for part in (result.global_map, result.object_map):
         assert part.shape == (height, width) and part.min() >= 0.0
     assert np.all(result.boxes >= 0) and np.all(result.boxes[:, [0, 2]] <= width)
@@ -282,16 +284,16 @@ def test_inputs_that_are_not_decoded_rgb_are_refused(explainer, photo):
 def test_ablations_explain_with_the_stream_they_have(explainer, tiny_trained, photo, edited,
                                                     monkeypatch):
     workdir = tiny_trained[0]
-    example = hash_lib.stack([explainer.maker.record(photo)] * 2)
+    example = stack([explainer.maker.record(photo)] * 2)
     trained = flax.traverse_util.flatten_dict(explainer.variables)
     rng = np.random.default_rng(5)
 
     def use(**fields):
         """Restores an ablated model: the trained weights where they fit, small random ones
         where the ablation changed a shape (the fusion layer); no init is compiled."""
-        config = train.load_config(workdir)
+        config = load_config(workdir)
         config.model.update(fields)
-        model = train.create_model(config, axis_name=None)
+        model = create_model(config)
         shapes = flax.traverse_util.flatten_dict(jax.eval_shape(
             lambda: train.init_variables(model, example, seed=0)))
         variables = {
@@ -299,19 +301,19 @@ def test_ablations_explain_with_the_stream_they_have(explainer, tiny_trained, ph
             else np.asarray(rng.normal(size=shape.shape) * 0.1, shape.dtype)
             for path, shape in shapes.items()}
         variables = flax.traverse_util.unflatten_dict(variables)
-        monkeypatch.setattr(train, "restore_inference", lambda *_: (config, model, variables))
+        monkeypatch.setattr(gradcam, "restore_inference", lambda *_: (config, model, variables))
 
     use(use_global=False)
     with pytest.raises(ValueError, match="stage 5 does not exist.*1, 2, 3, 4"):
-        explain.Explainer(workdir, stage=5)
-    objects_only = explain.Explainer(workdir)
+        gradcam.Explainer(workdir, stage=5)
+    objects_only = gradcam.Explainer(workdir)
     assert objects_only.streams == ("object_cnn",)
     result = objects_only.explain(edited, photo)
     assert result.global_map is None and result.object_map.shape == edited.shape[:2]
     assert result.heat.shape == edited.shape[:2] and result.heat.max() == pytest.approx(1.0)
     use(use_global=False, use_visual=False)
     with pytest.raises(ValueError, match="no CNN stream"):
-        explain.Explainer(workdir)
+        gradcam.Explainer(workdir)
 
 
 # ---- pictures and the command line ------------------------------------------------------------
@@ -320,13 +322,13 @@ def test_ablations_explain_with_the_stream_they_have(explainer, tiny_trained, ph
 def test_overlay_and_figure_shapes(photo):
     heat = np.zeros(photo.shape[:2], np.float32)
     heat[:10, :10] = 1.0
-    blended = explain.overlay(photo, heat, alpha=0.5)
+    blended = gradcam.overlay(photo, heat, alpha=0.5)
     assert blended.shape == photo.shape and blended.dtype == np.uint8
-    np.testing.assert_array_equal(explain.overlay(photo, heat, alpha=0.0), photo)
+    np.testing.assert_array_equal(gradcam.overlay(photo, heat, alpha=0.0), photo)
     # jet: 1.0 is dark red, 0.0 dark blue.
     assert blended[0, 0, 0] > blended[0, 0, 2] and blended[-1, -1, 2] > blended[-1, -1, 0]
     original = np.zeros((photo.shape[0] * 2, photo.shape[1], 3), np.uint8)  # resized to fit
-    figure = explain.explanation_figure(photo, original, heat)
+    figure = gradcam.explanation_figure(photo, original, heat)
     h, w = photo.shape[:2]
     assert figure.dtype == np.uint8
     assert figure.shape == (h + 16, w + 4 + w // 2 + 4 + w, 3)
@@ -354,6 +356,7 @@ def test_cli_writes_the_figure_and_names_a_bad_file(tiny_trained, photo, edited,
     out.unlink()
     done = subprocess.run([*command, str(query), str(bad)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, check=False)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "broken.jpg" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not out.exists()

@@ -65,29 +65,3 @@ def test_each_table2_method_runs(method):
 def test_unknown_method_is_an_error():
     with pytest.raises(ValueError, match="Unknown hash method"):
         hashing.hash_codes(jnp.zeros((1, 8)), "pq")
-
-
-def test_pack_unpack_round_trip_and_packbits_order():
-    rng = np.random.default_rng(0)
-    bits = rng.integers(0, 2, size=(5, 64)).astype(np.uint8)
-    signs = 2.0 * bits - 1.0
-    packed = hashing.pack_bits(signs)
-    assert packed.dtype == np.uint8 and packed.shape == (5, 8)
-    np.testing.assert_array_equal(packed, np.packbits(bits, axis=-1))
-    np.testing.assert_array_equal(hashing.pack_bits(bits), packed)
-    np.testing.assert_array_equal(hashing.pack_bits(bits.astype(bool)), packed)
-    np.testing.assert_array_equal(hashing.unpack_bits(packed, 64), bits)
-    # Big-endian within a byte: the first bit is the most significant.
-    np.testing.assert_array_equal(hashing.pack_bits(np.array([1, 0, 0, 0, 0, 0, 0, 1])), [129])
-    with pytest.raises(ValueError):
-        hashing.unpack_bits(packed, 72)
-
-
-def test_hamming_distance_by_hand():
-    a = hashing.pack_bits(np.array([[1, 1, 1, 1, 0, 0, 0, 0] * 2, [0] * 16]))
-    b = hashing.pack_bits(np.array([[1, 1, 1, 1, 0, 0, 0, 0] * 2, [1] * 16, [1, 0] * 8]))
-    # 11110000 xor 10101010 = 01011010: four bits a byte.
-    expected = np.array([[0, 8, 8], [8, 16, 8]])
-    np.testing.assert_array_equal(hashing.hamming_distance(a, b), expected)
-    np.testing.assert_array_equal(hashing.hamming_distance(a, b, chunk=1), expected)
-    assert hashing.hamming_distance(a, b).dtype == np.int64

@@ -10,9 +10,10 @@ import faiss
 import numpy as np
 import pytest
 
-from oscar_jax import index as index_lib
-from oscar_jax.hashing import hamming_distance
-from oscar_jax.index import HammingIndex, IndexFileError
+from oscar_jax import index as index_cli
+from oscar_jax.inference import hamming_index as index_lib
+from oscar_jax.inference.codes import hamming_distance
+from oscar_jax.inference.hamming_index import HammingIndex, IndexFileError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -351,13 +352,17 @@ def test_cli_build_add_search_round_trip(tmp_path, capsys):
     queries = tmp_path / "queries.txt"
     queries.write_text(f"{codes[3].tobytes().hex()}\tphoto.jpg\n\n{more[1].tobytes().hex()}\n")
     index_path = str(tmp_path / "codes.faiss")
-    main = index_lib.main
+    main = index_cli.main
 
     assert main(["build", "--codes", str(tmp_path / "codes.npy"), "--ids",
                  str(tmp_path / "ids.npy"), "--index", index_path, "--kind", "multihash",
                  "--option", "nflip=2"]) == 0
-    assert main(["build", "--codes", str(tmp_path / "codes.npy"), "--index", index_path]) == 1
-    assert "--overwrite" in capsys.readouterr().err
+    capsys.readouterr()
+    # An error that stops a tool is one line naming the tool, and exit status 2.
+    assert main(["build", "--codes", str(tmp_path / "codes.npy"), "--index", index_path]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and err.startswith("python -m oscar_jax.index: error:")
+    assert len(err.strip().splitlines()) == 1
     assert main(["add", "--index", index_path, "--codes", str(tmp_path / "more.npy")]) == 0
     capsys.readouterr()
 
@@ -380,7 +385,7 @@ def test_cli_build_add_search_round_trip(tmp_path, capsys):
 
     assert main(["search", "--index", index_path, "--codes", str(queries)]) == 2
     assert main(["search", "--index", str(tmp_path / "nope.faiss"), "--codes", str(queries),
-                 "-k", "1"]) == 1
+                 "-k", "1"]) == 2
     assert "not found" in capsys.readouterr().err
 
 
@@ -388,7 +393,7 @@ def test_cli_entry_point_in_a_subprocess(tmp_path):
     codes = random_codes(np.random.default_rng(13), 30, 64)
     np.save(tmp_path / "codes.npy", codes)
     index_path = str(tmp_path / "codes.faiss")
-    assert index_lib.main(["build", "--codes", str(tmp_path / "codes.npy"), "--index",
+    assert index_cli.main(["build", "--codes", str(tmp_path / "codes.npy"), "--index",
                            index_path]) == 0
     done = subprocess.run(
         [sys.executable, "-m", "oscar_jax.index", "search", "--index", index_path, "--codes",

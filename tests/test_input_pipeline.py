@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from oscar_jax import input_pipeline as ip
+from oscar_jax.workdir import RecordsNotFoundError, records_dir
 from preprocessing import build
 
 
@@ -94,8 +95,8 @@ def test_identity_ordinals_are_compact_and_shared():
 
 
 def test_missing_records_name_the_build_command(tmp_path):
-    with pytest.raises(ip.RecordsNotFoundError) as error:
-        ip.records_dir("psbattles24k", "default", str(tmp_path))
+    with pytest.raises(RecordsNotFoundError) as error:
+        records_dir("psbattles24k", "default", str(tmp_path))
     message = str(error.value)
     assert f"python -m preprocessing.build --dataset psbattles24k --data_dir {tmp_path}" in message
     assert "--manual_dir" in message
@@ -108,7 +109,7 @@ def test_missing_records_name_the_build_command(tmp_path):
 def tiny_records(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tiny"))
     build.build("oscar_demo", data_dir=data_dir, config="tiny", verbose=False)
-    return ip.records_dir("oscar_demo", "tiny", data_dir)
+    return records_dir("oscar_demo", "tiny", data_dir)
 
 
 def test_batches_from_records_have_the_contract_shapes(tiny_records, tmp_path):

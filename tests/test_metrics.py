@@ -5,7 +5,8 @@ from fractions import Fraction as F
 import numpy as np
 import pytest
 
-from oscar_jax import hashing, metrics
+from oscar_jax.evaluation import metrics
+from oscar_jax.inference import codes
 
 # ----------------------------------------------------------------------------------------
 # Straightforward references: build the whole ranking explicitly, then walk it.
@@ -88,7 +89,7 @@ def test_manipulated_goes_before_distractors_and_relevant_after():
     hist = np.array([[1, 1, 0, 0]])
     np.testing.assert_array_equal(metrics.ranks(dist, rel, man, hist), [[4, 2]])
     # AP = 1/4; mmAP = 0 (the manipulated item is ranked first).
-    out = metrics.benchmark_one(dist, rel, man, hist)
+    out = metrics.benchmark_one_scores(dist, rel, man, hist)
     assert out["mAP"] == pytest.approx(1 / 4)
     assert out["mmAP"] == 0.0
     assert out["queries"] == 1
@@ -118,14 +119,14 @@ def test_mmap_at_r():
     dist = np.array([[0, 1, 2, 3, 4, 5, 6]])
     rel = np.array([[1, 0, 0, 1, 1, 0, 1]], bool)
     man = np.array([[0, 0, 0, 0, 0, 1, 0]], bool)
-    out = metrics.benchmark_one(dist, rel, man)
+    out = metrics.benchmark_one_scores(dist, rel, man)
     assert out["mAP"] == pytest.approx(187 / 280)
     assert out["mmAP"] == pytest.approx(21 / 40)
     assert out["mmAP@R"] == pytest.approx(3 / 8)
     assert out["mAP@R"] == pytest.approx(3 / 8)
     # A manipulated item tied with the relevant one at rank 1 goes first: mmAP@R drops to 0.
     dist2 = np.array([[0, 1, 2, 3, 4, 0, 6]])
-    assert metrics.benchmark_one(dist2, rel, man)["mmAP@R"] == 0.0
+    assert metrics.benchmark_one_scores(dist2, rel, man)["mmAP@R"] == 0.0
 
 
 def test_ap_matches_sort_based_formula_without_ties():
@@ -151,8 +152,8 @@ def test_distractor_histogram_equals_explicit_distractors(seed):
     explicit_rel = np.concatenate([rel, pad], axis=1)
     explicit_man = np.concatenate([man, pad], axis=1)
 
-    with_hist = metrics.benchmark_one(dist, rel, man, hist)
-    explicit = metrics.benchmark_one(explicit_dist, explicit_rel, explicit_man)
+    with_hist = metrics.benchmark_one_scores(dist, rel, man, hist)
+    explicit = metrics.benchmark_one_scores(explicit_dist, explicit_rel, explicit_man)
     reference = _reference_benchmark_one(dist, rel, man, distractor_dist)
     assert with_hist["queries"] == explicit["queries"] == reference["queries"] == 4
     for key in ("mAP", "mAP@R", "mmAP", "mmAP@R"):
@@ -170,8 +171,8 @@ def test_distractor_histogram_equals_explicit_distractors(seed):
 
     # Benchmark II through the histogram, the same way.
     target = rng.integers(0, dist.shape[1], size=dist.shape[0])
-    two_hist = metrics.benchmark_two(dist, target, dist, target, hist, hist)
-    two_explicit = metrics.benchmark_two(explicit_dist, target, explicit_dist, target)
+    two_hist = metrics.benchmark_two_scores(dist, target, dist, target, hist, hist)
+    two_explicit = metrics.benchmark_two_scores(explicit_dist, target, explicit_dist, target)
     for key, value in two_hist.items():
         assert value == pytest.approx(two_explicit[key], rel=1e-12), key
 
@@ -180,7 +181,7 @@ def test_queries_without_relevant_items():
     dist = np.array([[1, 2]])
     rel = np.zeros((1, 2), bool)
     assert np.isnan(metrics.average_precision(dist, rel)[0])
-    out = metrics.benchmark_one(dist, rel, None)
+    out = metrics.benchmark_one_scores(dist, rel, None)
     assert out["queries"] == 0 and np.isnan(out["mAP"]) and np.isnan(out["mmAP@R"])
 
 
@@ -218,7 +219,7 @@ def test_benchmark_two_by_hand():
         metrics.target_ranks(manipulated, manipulated_target, manipulated_hist, target_first=True),
         [1, 3, 5],
     )
-    out = metrics.benchmark_two(
+    out = metrics.benchmark_two_scores(
         benign, benign_target, manipulated, manipulated_target, benign_hist, manipulated_hist
     )
     r1, r1_bar = F(1, 3), F(2, 3)
@@ -243,7 +244,7 @@ def test_benchmark_two_by_hand():
 
 
 def test_benchmark_two_empty_side_gives_nan():
-    out = metrics.benchmark_two(
+    out = metrics.benchmark_two_scores(
         np.array([[0, 1]]), np.array([0]), np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
     )
     assert out["R@1"] == 1.0 and out["mAP"] == 1.0 and out["benign_queries"] == 1
@@ -271,20 +272,21 @@ def test_f_score_reproduces_supplement_table_2():
 @pytest.mark.parametrize("fallback", [False, True])
 def test_distance_histogram_matches_brute_force(num_bytes, fallback, monkeypatch):
     if fallback:
-        monkeypatch.setattr(metrics, "_BITWISE_COUNT", None)
+        monkeypatch.setattr(codes, "_BITWISE_COUNT", None)
     rng = np.random.default_rng(num_bytes)
     queries = rng.integers(0, 256, size=(5, num_bytes), dtype=np.uint8)
     database = rng.integers(0, 256, size=(301, num_bytes), dtype=np.uint8)
     database[:3] = queries[:3]  # distance 0
     database[3] = ~queries[0]  # the maximal distance 8 * num_bytes
     bins = 8 * num_bytes + 1
-    brute = hashing.hamming_distance(queries, database)
+    brute = codes.hamming_distance(queries, database)
     expected = np.stack([np.bincount(row, minlength=bins) for row in brute])
     got = metrics.distance_histogram(queries, database, chunk=64, query_chunk=2)
     assert got.shape == (5, bins) and got.dtype == np.int64
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(metrics.distance_histogram(queries, database), expected)
-    np.testing.assert_array_equal(metrics.hamming(queries, database, max_elements=1000), brute)
+    np.testing.assert_array_equal(
+        codes.hamming_distance(queries, database, max_elements=1000), brute)
 
 
 def test_distance_histogram_edge_shapes():
@@ -325,6 +327,24 @@ def test_input_validation():
     with pytest.raises(ValueError, match="negative counts"):
         metrics.ranks(dist, rel, None, -np.ones((1, 4), int))
     with pytest.raises(ValueError, match="0..2"):
-        metrics.benchmark_two(dist, np.array([3]), dist, np.array([0]))
+        metrics.benchmark_two_scores(dist, np.array([3]), dist, np.array([0]))
     with pytest.raises(ValueError, match="one column per query"):
-        metrics.benchmark_two(dist, np.array([0, 1]), dist, np.array([0]))
+        metrics.benchmark_two_scores(dist, np.array([0, 1]), dist, np.array([0]))
+
+
+def test_separation_by_hand():
+    # One identity: reference r, benign views b1 b2, manipulated m1 m2.
+    identity = np.zeros(5, int)
+    variant = np.array([0, 0, 0, 1, 2])
+    view = np.array([0, 1, 2, 0, 0])
+    distance = np.zeros((5, 5))
+    distance[0] = [0, 1, 4, 4, 2]  # b1=1, b2=4; m1=4, m2=2
+    # pairs: (1,4) win, (1,2) win, (4,4) tie, (4,2) loss -> (1 + 1 + 0.5 + 0) / 4
+    result = metrics.separation(distance, identity, variant, view)
+    assert result["separation"] == pytest.approx(0.625)
+    assert result["benign_distance"] == pytest.approx(2.5)
+    assert result["manipulated_distance"] == pytest.approx(3.0)
+    # A second identity without manipulated versions is left out, not scored.
+    result = metrics.separation(np.pad(distance, ((0, 2), (0, 2))), np.r_[identity, 1, 1],
+                        np.r_[variant, 0, 0], np.r_[view, 0, 1])
+    assert result["identities"] == 1 and result["separation"] == pytest.approx(0.625)

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 import pytest
 
 from oscar_jax import serve
-from oscar_jax.attribute import TrustedDatabase
+from oscar_jax.attribution import server
+from oscar_jax.attribution.database import TrustedDatabase
 from preprocessing.images import encode_jpeg, encode_png
 from tests.samples import photo
 
@@ -119,7 +120,7 @@ def _summary(answer: dict) -> tuple:
 
 @pytest.fixture(scope="module")
 def client(phash_db):
-    return serve.create_app(phash_db, max_upload_bytes=50_000).test_client()
+    return server.create_app(phash_db, max_upload_bytes=50_000).test_client()
 
 
 def _assert_error(response, status: int, *words: str) -> str:
@@ -210,7 +211,7 @@ def test_concurrent_queries_equal_sequential_ones(phash_db, capsys):
     images.update({f"{n}.png": encode_png(photo(n)) for n in ("phantom", "cell")})
     names = sorted(images)
     threads, per_thread = 8, 50
-    with serve.serving(serve.create_app(phash_db), threads=threads) as base:
+    with server.serving(server.create_app(phash_db), threads=threads) as base:
         expected = {}
         for name in names:
             status, answer = _query(base, images[name], name, multipart=True)
@@ -241,7 +242,7 @@ def test_concurrent_queries_equal_sequential_ones(phash_db, capsys):
 
 def test_waitress_returns_the_json_413(phash_db):
     limit = 50_000
-    with serve.serving(serve.create_app(phash_db, max_upload_bytes=limit), threads=2) as base:
+    with server.serving(server.create_app(phash_db, max_upload_bytes=limit), threads=2) as base:
         status, headers, body = _request(f"{base}/api/query", bytes(2 * limit), "image/jpeg")
         assert status == 413 and "--max_upload_mb" in json.loads(body)["error"]
         body, content_type = _multipart("image", "big.jpg", bytes(2 * limit))
@@ -345,7 +346,7 @@ def test_page_shows_match_provenance_and_errors(browser, phash_db, tmp_path):
     copy.write_bytes(_benign_copy("astronaut"))
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("meeting notes, not a picture")
-    with serve.serving(serve.create_app(phash_db), threads=4) as base:
+    with server.serving(server.create_app(phash_db), threads=4) as base:
         _upload(browser, base, str(copy))
         assert not browser.find_element(By.ID, "error").is_displayed(), _text(browser, "error")
         assert _text(browser, "verdict-text") == VERDICT_TEXT["match"]
@@ -385,7 +386,7 @@ def test_page_shows_the_heatmap_of_an_oscar_database(browser, tiny_trained, tmp_
         # The tiny model is trained for two steps, so its distance may call the copy
         # manipulated; geometric verification must still find the original.
         assert expected["original"] and expected["original"]["name"] == "chelsea.png"
-        with serve.serving(serve.create_app(db), threads=2) as base:
+        with server.serving(server.create_app(db), threads=2) as base:
             _upload(browser, base, str(copy))
             assert not browser.find_element(By.ID, "error").is_displayed(), _text(browser, "error")
             assert _text(browser, "verdict-text") == VERDICT_TEXT[expected["verdict"]]

@@ -19,6 +19,7 @@ from configs import common
 from configs import demo as demo_config
 from configs import full as full_config
 from oscar_jax import input_pipeline, train
+from oscar_jax.workdir import create_model, restore_inference
 from preprocessing import build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +46,7 @@ def read_metrics(workdir) -> list[dict]:
 
 
 def final_params(workdir) -> dict:
-    _, _, variables = train.restore_inference(str(workdir))
+    _, _, variables = restore_inference(str(workdir))
     return variables
 
 
@@ -161,10 +162,11 @@ def test_init_from_copies_the_pretrained_cnn_into_both_streams(data_dir, tmp_pat
     pretrain = demo_config.get_config("tiny,pretrain")
     pretrain.data_dir, pretrain.total_steps = data_dir, 2
     train.train_and_evaluate(pretrain, str(tmp_path / "pretrain"))
-    _, _, pretrained = train.restore_inference(str(tmp_path / "pretrain"))
+    _, _, pretrained = restore_inference(str(tmp_path / "pretrain"))
     config = tiny_config(data_dir, init_from=str(tmp_path / "pretrain"))
     iterator, batch = train.create_data(config, str(tmp_path / "main"))
-    variables = train.initial_variables(config, train.create_model(config), batch)
+    variables = train.initial_variables(config, create_model(config, axis_name=train.AXIS),
+                                        batch)
     for collection in ("params", "batch_stats"):
         for stream in ("global_cnn", "object_cnn"):
             jax.tree.map(np.testing.assert_array_equal, variables[collection][stream],
@@ -201,26 +203,6 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
     assert logged[-1] == 60 and sorted(set(logged)) == list(range(1, 61))
 
 
-def test_separation_by_hand():
-    from oscar_jax.separation import separation
-
-    # One identity: reference r, benign views b1 b2, manipulated m1 m2.
-    identity = np.zeros(5, int)
-    variant = np.array([0, 0, 0, 1, 2])
-    view = np.array([0, 1, 2, 0, 0])
-    distance = np.zeros((5, 5))
-    distance[0] = [0, 1, 4, 4, 2]  # b1=1, b2=4; m1=4, m2=2
-    # pairs: (1,4) win, (1,2) win, (4,4) tie, (4,2) loss -> (1 + 1 + 0.5 + 0) / 4
-    result = separation(distance, identity, variant, view)
-    assert result["separation"] == pytest.approx(0.625)
-    assert result["benign_distance"] == pytest.approx(2.5)
-    assert result["manipulated_distance"] == pytest.approx(3.0)
-    # A second identity without manipulated versions is left out, not scored.
-    result = separation(np.pad(distance, ((0, 2), (0, 2))), np.r_[identity, 1, 1],
-                        np.r_[variant, 0, 0], np.r_[view, 0, 1])
-    assert result["identities"] == 1 and result["separation"] == pytest.approx(0.625)
-
-
 def test_ablation_configs_switch_the_right_parts():
     from configs.ablations import table2, table3
 
@@ -249,7 +231,7 @@ def test_ablation_configs_switch_the_right_parts():
 def test_bfloat16_compute_keeps_float32_parameters_and_codes():
     config = demo_config.get_config("tiny")
     config.compute_dtype = "bfloat16"
-    model = train.create_model(config, axis_name=None)
+    model = create_model(config)
     batch = input_pipeline.synthetic_batch(input_pipeline.Composition(1, 2, 1), max_objects=2,
                                            crop_size=16, global_size=32, seed=0)
     variables = train.init_variables(model, batch, seed=0)

@@ -44,7 +44,7 @@ def split_width(width: int, parts: int) -> list[int]:
 
 
 class OscarNet(nn.Module):
-    """The OSCAR-Net embedding model. Batch fields as in the records (DESIGN.md).
+    """The OSCAR-Net embedding model. Batch fields as in the records (README, "Record format").
 
     Attributes:
       cnn: ResNet variant of fv and FG ('resnet50', 'resnet18', 'tiny'); weights not shared.
@@ -164,23 +164,33 @@ class OscarNet(nn.Module):
             object_graph = None if self.graph == "full" else adjacency
             streams.append(self.object_encoder(nodes, mask, object_graph, train=train))
             if self.use_edges:
-                b, n, d = nodes.shape
-                relations = self.relation_embed(symlog(jnp.asarray(batch["relations"],
-                                                                   self.dtype)))
-                pairs = jnp.concatenate([
-                    jnp.broadcast_to(nodes[:, :, None, :], (b, n, n, d)),
-                    relations,
-                    jnp.broadcast_to(nodes[:, None, :, :], (b, n, n, d)),
-                ], axis=-1)
-                edges = self.edge_embed(pairs).reshape(b, n * n, -1)
+                b, n = nodes.shape[:2]
+                edges = self.edge_tokens(nodes, batch["relations"]).reshape(b, n * n, -1)
                 # Edge tokens of a thresholded graph exist only where objects connect.
                 edge_mask = adjacency.reshape(b, n * n)
                 streams.append(self.relation_encoder(edges, edge_mask, train=train))
-        fused = jnp.concatenate([jnp.asarray(s, jnp.float32) for s in streams], axis=-1)
-        z = self.fusion(fused)
+        z = self.fuse(streams)
         if self.is_initializing():
             self.project(z)  # so that `init` creates Eb's parameters too
         return z
+
+    def edge_tokens(self, nodes: Array, relations: Array) -> Array:
+        """Edge tokens e_ij = [n_i, Er(r_ij), n_j] (section 3.3) mapped to the token width:
+        nodes [B, N, width], relations [B, N, N, 8] -> [B, N, N, width]."""
+        b, n, d = nodes.shape
+        embedded = self.relation_embed(symlog(jnp.asarray(relations, self.dtype)))
+        pairs = jnp.concatenate([
+            jnp.broadcast_to(nodes[:, :, None, :], (b, n, n, d)),
+            embedded,
+            jnp.broadcast_to(nodes[:, None, :, :], (b, n, n, d)),
+        ], axis=-1)
+        return self.edge_embed(pairs)
+
+    def fuse(self, streams: list[Array]) -> Array:
+        """Ed: the pooled streams [zg, zo, zr] (those the model has), each [B, *] ->
+        z float32 [B, code_bits]."""
+        return self.fusion(jnp.concatenate([jnp.asarray(s, jnp.float32) for s in streams],
+                                           axis=-1))
 
     def project(self, codes: Array) -> Array:
         """Eb: codes u [B, code_bits] -> [B, projection_dim], where the content loss lives."""

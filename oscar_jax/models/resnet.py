@@ -137,7 +137,8 @@ class ResNet(nn.Module):
         return jnp.asarray(x, jnp.float32)
 
     def expose(self, name: str, x: jnp.ndarray) -> jnp.ndarray:
-        """The feature map at the end of a stage, made visible to GradCAM (oscar_jax.explain).
+        """The feature map at the end of a stage, made visible to GradCAM
+        (oscar_jax.attribution.gradcam).
 
         It is sown into 'intermediates' (stored only when an apply makes that collection
         mutable) and, when the caller passes a 'perturbations' collection holding `name`, a

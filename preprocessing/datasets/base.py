@@ -32,8 +32,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from preprocessing import scene_graph
-from preprocessing.images import ImageDecodeError
+from preprocessing import detect, scene_graph
+from preprocessing.images import ImageDecodeError, encode_png
 
 Status = Literal["ok", "skipped", "error"]
 # Items per cached chunk: small enough that a kill loses little work, large enough that the
@@ -294,8 +294,6 @@ class SceneGraphMaker:
     @property
     def detector(self):
         if self._detector is None:
-            from preprocessing import detect
-
             options = dict(self.config.detector_options)
             if self.config.detector in ("classical", "coco_json", "detectron2"):
                 options.setdefault("max_objects", self.config.max_objects)
@@ -415,8 +413,6 @@ class SceneGraphBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         maker = self.make_maker()
 
         def export(item: WorkItem) -> dict:
-            from preprocessing.images import encode_png
-
             image, _, _, name = maker.view_of(item)
             path = os.path.join(out_dir, name.lstrip(os.sep))  # never outside out_dir
             os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -1,24 +1,24 @@
 """Retrieval metrics for Hamming-distance search (paper section 4.2, eqs. 12 and 13), in numpy.
 
-Codes are packed bits, uint8 [N, B] in ``np.packbits`` order (``hashing.pack_bits``), compared by
-Hamming distance. A database is split into *labelled* columns, whose distances to each query are
-given as an int matrix [Q, D] with boolean labels, and an optional unlabelled *distractor* set.
-Distances are integers in ``0..bits``, so a distractor set enters a query's ranking only through
-its histogram of distances: every function takes ``distractor_histogram``, int [Q, bits + 1],
-the number of distractors at each distance from each query (``distance_histogram`` computes it
-in bounded memory, so millions of distractors never need to be sorted). Distractors are
-irrelevant, non-manipulated items.
+Codes are packed bits, uint8 [N, B] in ``np.packbits`` order (``oscar_jax.inference.codes``),
+compared by Hamming distance. A database is split into *labelled* columns, whose distances to
+each query are given as an int matrix [Q, D] with boolean labels, and an optional unlabelled
+*distractor* set. Distances are integers in ``0..bits``, so a distractor set enters a query's
+ranking only through its histogram of distances: every function takes ``distractor_histogram``,
+int [Q, bits + 1], the number of distractors at each distance from each query
+(``distance_histogram`` computes it in bounded memory, so millions of distractors never need to
+be sorted). Distractors are irrelevant, non-manipulated items.
 
 Ties. Distances are small integers, so ties are common, and they are never broken in the
 evaluated method's favour. Within a group of equal distance, items the method should rank low
 are placed first and items it should rank high are placed last ("pessimistic" order):
 
-* Benchmark I (``ranks``, ``average_precision``, ``benchmark_one``): at equal distance the
+* Benchmark I (``ranks``, ``average_precision``, ``benchmark_one_scores``): at equal distance the
   query's own manipulated versions come first, then every other irrelevant item (other
   identities and distractors; labelled irrelevant items are placed before the distractors,
   which cannot change any metric since both are irrelevant), then the relevant items last.
   Items of the same class at the same distance are ordered by column index.
-* Benchmark II (``target_ranks``, ``benchmark_two``): for a benign query the target original
+* Benchmark II (``target_ranks``, ``benchmark_two_scores``): for a benign query the target original
   goes after every other item at its distance; for a manipulated query, where finding the
   original at rank 1 is a failure, the original goes before every other item at its distance.
 
@@ -50,13 +50,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from oscar_jax.hashing import hamming_distance
+from oscar_jax.inference import codes
 
-# np.bitwise_count exists from numpy 2.0; older versions use a byte lookup table.
-_BITWISE_COUNT = getattr(np, "bitwise_count", None)
-_BYTE_POPCOUNT = (
-    np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint8)
-)
 _WORDS = ((8, np.uint64), (4, np.uint32), (2, np.uint16), (1, np.uint8))
 
 # Tie classes of ``ranks``: at equal distance, lower classes come first.
@@ -65,15 +60,6 @@ _MANIPULATED, _IRRELEVANT, _RELEVANT = 0, 1, 2
 
 # ----------------------------------------------------------------------------------------
 # Input checks.
-
-
-def _codes(name: str, x: ArrayLike) -> NDArray[np.uint8]:
-    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-    if arr.dtype != np.uint8:
-        raise TypeError(f"{name} must be packed codes of dtype uint8, got dtype {arr.dtype}.")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be packed codes [N, bytes], got shape {arr.shape}.")
-    return arr
 
 
 def _distance(name: str, x: ArrayLike) -> NDArray[np.int64]:
@@ -159,28 +145,6 @@ def _mean(values: NDArray[np.float64], keep: NDArray[np.bool_] | None = None) ->
 # Distances.
 
 
-def hamming(queries: ArrayLike, database: ArrayLike, *, max_elements: int = 1 << 24) -> NDArray:
-    """Hamming distances between packed codes: uint8 [Q, B] x [M, B] -> int64 [Q, M].
-
-    ``max_elements`` bounds the [rows, M, B] intermediate of ``hashing.hamming_distance``.
-    """
-    q = _codes("queries", queries)
-    m = _codes("database", database)
-    if q.shape[1] != m.shape[1]:
-        raise ValueError(f"queries have {q.shape[1]} bytes per code but database {m.shape[1]}.")
-    if max_elements < 1:
-        raise ValueError(f"max_elements must be positive, got {max_elements}.")
-    rows = max(1, max_elements // max(1, m.shape[0] * m.shape[1]))
-    return hamming_distance(q, m, chunk=rows)
-
-
-def _popcount(x: NDArray) -> NDArray[np.uint8]:
-    """Number of set bits of each word, elementwise."""
-    if _BITWISE_COUNT is None:
-        return _BYTE_POPCOUNT[x]
-    return _BITWISE_COUNT(x)
-
-
 def distance_histogram(
     queries: ArrayLike,
     database: ArrayLike,
@@ -196,12 +160,12 @@ def distance_histogram(
     each row sums to M. The database is read ``chunk`` rows at a time (it may be a memory map)
     and compared with ``query_chunk`` queries at a time, so the intermediates hold at most
     ``query_chunk * chunk`` distances whatever M is. Codes are compared one 64-bit word at a time
-    when B is a multiple of 8 (else the widest word dividing B), bits are counted with
-    ``np.bitwise_count`` (a byte lookup table on numpy < 2), and each block is binned with one
+    when B is a multiple of 8 (else the widest word dividing B; bytes on numpy < 2), bits are
+    counted with ``codes.popcount``, and each block is binned with one
     ``np.bincount`` using per-query offsets.
     """
-    q = _codes("queries", queries)
-    db = _codes("database", database)
+    q = codes.check_codes("queries", queries)
+    db = codes.check_codes("database", database)
     if q.shape[1] != db.shape[1]:
         raise ValueError(f"queries have {q.shape[1]} bytes per code but database {db.shape[1]}.")
     if chunk < 1 or query_chunk < 1:
@@ -212,8 +176,8 @@ def distance_histogram(
     if q.shape[0] == 0 or db.shape[0] == 0 or num_bytes == 0:
         out[:, 0] = db.shape[0]
         return out
-    if _BITWISE_COUNT is None:
-        word = np.uint8  # the lookup table works on bytes
+    if not codes.counts_words():
+        word = np.uint8
     else:
         word = next(w for size, w in _WORDS if num_bytes % size == 0)
     q_words = np.ascontiguousarray(q).view(word)  # [Q, W]
@@ -228,7 +192,7 @@ def distance_histogram(
             xor = np.empty(shape, dtype=word)
             for w in range(block.shape[0]):
                 np.bitwise_xor(qw[:, w, None], block[w][None, :], out=xor)
-                dist += _popcount(xor)
+                dist += codes.popcount(xor)
             offsets = np.arange(qw.shape[0], dtype=np.intp)[:, None] * bins
             counts = np.bincount((dist + offsets).ravel(), minlength=qw.shape[0] * bins)
             out[q_start : q_start + qw.shape[0]] += counts.reshape(qw.shape[0], bins)
@@ -384,7 +348,7 @@ def average_precision(
     return average_precision_from_ranks(rank, relevant, manipulated, masked=masked, at_r=at_r)
 
 
-def benchmark_one(
+def benchmark_one_scores(
     distance: ArrayLike,
     relevant: ArrayLike,
     manipulated: ArrayLike | None,
@@ -434,7 +398,7 @@ def f_score(a: ArrayLike, b: ArrayLike) -> Any:
     return float(out) if out.ndim == 0 else out
 
 
-def benchmark_two(
+def benchmark_two_scores(
     benign_distance: ArrayLike,
     benign_target: ArrayLike,
     manipulated_distance: ArrayLike,
@@ -475,4 +439,53 @@ def benchmark_two(
         "FmAP": f_score(mean_ap, mean_ap_bar),
         "benign_queries": int(benign_rank.size),
         "manipulated_queries": int(manipulated_rank.size),
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# Separation.
+
+
+def separation(distance: np.ndarray, identity: np.ndarray, variant: np.ndarray,
+               view: np.ndarray) -> dict[str, float]:
+    """P(a benign view is nearer its original than a manipulated version is): 0.5 is chance.
+
+    For each original (identity), the reference is its untransformed original (variant 0,
+    view 0). Every benign view (variant 0, view >= 1) is paired with every record of its
+    manipulated versions (variant >= 1, any view); a pair scores 1 when the benign view is
+    nearer the reference than the manipulated record, 1/2 on a tie (ties are never counted
+    in a method's favour) and 0 otherwise. The separation is the mean score per identity,
+    averaged over identities.
+
+    Args:
+      distance: [R, R] distances between all records (only the references' rows are read).
+      identity, variant, view: int [R] labels of the records.
+
+    Returns:
+      {'separation', 'benign_distance', 'manipulated_distance', 'identities'}: the score, the
+      mean distances of benign views and of manipulated records to their reference, and the
+      number of identities that had a reference, a benign view and a manipulated record.
+    """
+    scores, benign_mean, manipulated_mean = [], [], []
+    for ident in np.unique(identity):
+        mine = identity == ident
+        reference = np.flatnonzero(mine & (variant == 0) & (view == 0))
+        benign = np.flatnonzero(mine & (variant == 0) & (view != 0))
+        manipulated = np.flatnonzero(mine & (variant != 0))
+        if len(reference) == 0 or len(benign) == 0 or len(manipulated) == 0:
+            continue
+        d_benign = distance[reference[0], benign].astype(np.float64)
+        d_manipulated = distance[reference[0], manipulated].astype(np.float64)
+        nearer = d_benign[:, None] < d_manipulated[None, :]
+        tied = d_benign[:, None] == d_manipulated[None, :]
+        scores.append(np.mean(nearer + 0.5 * tied))
+        benign_mean.append(d_benign.mean())
+        manipulated_mean.append(d_manipulated.mean())
+    if not scores:
+        raise ValueError("no identity has an original, a benign view and a manipulated version")
+    return {
+        "separation": float(np.mean(scores)),
+        "benign_distance": float(np.mean(benign_mean)),
+        "manipulated_distance": float(np.mean(manipulated_mean)),
+        "identities": len(scores),
     }

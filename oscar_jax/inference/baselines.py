@@ -2,8 +2,8 @@
 
 Every method maps one decoded image, uint8 RGB [H, W, 3] as `preprocessing.images.decode_image`
 returns it, to a {0, 1} uint8 bit vector [D]. `hash_images` packs a batch of them into uint8
-[N, ceil(D / 8)] in `np.packbits` order, the layout of `oscar_jax.hashing.pack_bits`, so the
-baselines go through the same Hamming-distance evaluation as the learned model.
+[N, ceil(D / 8)] (`oscar_jax.inference.codes.pack_bits`), so the baselines go through the
+same Hamming-distance evaluation as the learned model.
 
 Methods and code lengths (the paper uses 64 bits for all of its classical methods):
 
@@ -49,6 +49,8 @@ import iscc_core
 import numpy as np
 import pdqhash
 from PIL import Image, ImageChops
+
+from oscar_jax.inference.codes import pack_bits
 
 HASH_SIZE = 8  # imagehash's grid size: 8 x 8 = 64 bits.
 CHASH_BINBITS = 4  # 14 bins x 4 bits = 56 bits (see the module docstring).
@@ -245,8 +247,7 @@ def hash_image(name: str, image: np.ndarray) -> np.ndarray:
 def hash_images(name: str, images: Sequence[np.ndarray]) -> np.ndarray:
     """Images, each uint8 RGB [H, W, 3] (sizes may differ) -> packed codes uint8 [N, B].
 
-    ``B = ceil(bits(name) / 8)``; bits are packed in `np.packbits` order (big-endian within a
-    byte, a partial last byte zero padded), the layout of `oscar_jax.hashing.pack_bits`.
+    ``B = ceil(bits(name) / 8)``, packed by `oscar_jax.inference.codes.pack_bits`.
 
     Raises:
       ValueError: an unknown name, or an image that is not uint8 RGB [H, W, 3].
@@ -256,4 +257,4 @@ def hash_images(name: str, images: Sequence[np.ndarray]) -> np.ndarray:
     if len(images) == 0:
         return np.zeros((0, num_bytes), np.uint8)
     codes = np.stack([hash_image(name, image) for image in images])
-    return np.packbits(codes.astype(bool), axis=-1)
+    return pack_bits(codes)
