@@ -50,10 +50,13 @@ sign_ste.defvjp(_sign_ste_fwd, _sign_ste_bwd)
 def quantization_loss(
     z: Array, u: Array, valid: Array | None = None, axis_name: str | None = None
 ) -> Array:
-    """Eq. 10: mean over the batch of ``sum_d |z - u|^3``; scalar.
+    """Eq. 10 at the official release's scale: the mean over every element of ``|z - u|^3``
+    (the rows of the batch and the D bits); scalar.
 
-    The weight alpha (1e-2 in the paper) is applied by the caller. ``u`` is a target: the
-    loss moves ``z`` towards the code, never the code towards ``z``.
+    Eq. 10 prints the 3-norm, whose sum over the D bits is D times this; the release (a
+    GreedyHash loss) takes the mean, and its alpha (1e-2, applied by the caller) is meant
+    for the mean. ``u`` is a target: the loss moves ``z`` towards the code, never the code
+    towards ``z``.
 
     Args:
       z: float [B, D], continuous embedding.
@@ -61,7 +64,7 @@ def quantization_loss(
       valid: optional bool [B], False for padded rows, which are ignored.
       axis_name: pmap axis; the mean is then over the global batch (``losses.global_mean``).
     """
-    per_row = jnp.sum(jnp.abs(z - lax.stop_gradient(u)) ** 3, axis=-1)
+    per_row = jnp.mean(jnp.abs(z - lax.stop_gradient(u)) ** 3, axis=-1)
     mask = jnp.ones(per_row.shape, bool) if valid is None else valid.astype(bool)
     return global_mean(per_row, mask, axis_name)
 

@@ -113,6 +113,7 @@ def simclr_plus(
     valid: Array,
     *,
     temperature: float = 0.8,
+    manipulated_weight: float = 1.0,
     positives_in_denominator: bool = True,
     axis_name: str | None = None,
 ) -> Array:
@@ -123,17 +124,22 @@ def simclr_plus(
     ``s_ij = cos(e_i, e_j) / temperature``::
 
         L_i = -log( sum_{p in P(i)} exp s_ip / (sum_{p in P(i)} exp s_ip
-                                                + sum_{n in M(i) or O(i)} exp s_in) )
+                                                + w sum_{m in M(i)} exp s_im
+                                                + sum_{n in O(i)} exp s_in) )
 
-    averaged over valid anchors with at least one positive. Eq. 11 as printed leaves the
-    positives out of the denominator. We keep them in by default, as in NT-Xent, which the
-    paper says this loss reduces to without the i- terms: the loss is then a bounded
-    -log-probability (>= 0) and cannot be lowered by positives alone. ``False`` gives the
-    printed form (anchors then also need a negative).
+    averaged over valid anchors with at least one positive. Eq. 11 has w = 1. With a batch
+    of a few originals, a manipulated counterpart is a handful of terms among many, and at
+    the release's temperature a code identical to its original's costs little more than an
+    orthogonal one; ``manipulated_weight`` w > 1 counts each such term as w negatives.
+    Eq. 11 as printed leaves the positives out of the denominator. We keep them in by
+    default, as in NT-Xent, which the paper says this loss reduces to without the i- terms:
+    the loss is then a bounded -log-probability (>= 0) and cannot be lowered by positives
+    alone. ``False`` gives the printed form (anchors then also need a negative).
 
     Args:
       embeddings: float [B, E]; identity, variant: int [B]; valid: bool [B].
       temperature: tau (0.8 in the official code).
+      manipulated_weight: w, the weight of the same identity's other variants.
       positives_in_denominator: see above.
       axis_name: pmap axis to gather negatives over, or None on one device.
     """
@@ -141,7 +147,10 @@ def simclr_plus(
     logits = p.sim / temperature
     negatives = p.same_identity_other_variant | p.other_identity
     denominator = (negatives | p.positive) if positives_in_denominator else negatives
-    per_anchor = _masked_logsumexp(logits, denominator) - _masked_logsumexp(logits, p.positive)
+    weighted = logits + jnp.where(p.same_identity_other_variant,
+                                  jnp.log(jnp.asarray(manipulated_weight, logits.dtype)), 0.0)
+    per_anchor = (_masked_logsumexp(weighted, denominator)
+                  - _masked_logsumexp(logits, p.positive))
     anchors = jnp.any(p.positive, axis=-1) & jnp.any(denominator, axis=-1)
     return global_mean(per_anchor, anchors, axis_name)
 

@@ -26,15 +26,15 @@ def test_sign_gradient_is_straight_through():
 def test_quantization_loss_by_hand():
     z = jnp.array([[0.5, -2.0], [1.0, 0.0]])
     u = hashing.sign_ste(z)  # [[1, -1], [1, 1]]
-    # Row 0: 0.5^3 + 1^3 = 1.125; row 1: 0 + 1 = 1; mean = 1.0625.
-    assert float(hashing.quantization_loss(z, u)) == pytest.approx(1.0625)
-    # Padding rows are ignored.
+    # |z - u|^3 = [[0.125, 1], [0, 1]]: the mean over all four elements is 2.125 / 4.
+    assert float(hashing.quantization_loss(z, u)) == pytest.approx(0.53125)
+    # Padding rows are ignored: row 0 alone, (0.125 + 1) / 2.
     valid = jnp.array([True, False])
-    assert float(hashing.quantization_loss(z, u, valid)) == pytest.approx(1.125)
-    # u is a target: the gradient is 3 (z - u) |z - u| / B, with no straight-through part.
+    assert float(hashing.quantization_loss(z, u, valid)) == pytest.approx(0.5625)
+    # u is a target: the gradient is 3 (z - u) |z - u| / (B D), with no straight-through part.
     grad = jax.jit(jax.grad(lambda z: hashing.quantization_loss(z, hashing.sign_ste(z))))(z)
     diff = np.asarray(z - u)
-    np.testing.assert_allclose(np.asarray(grad), 3 * diff * np.abs(diff) / 2, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(grad), 3 * diff * np.abs(diff) / 4, rtol=1e-6)
 
 
 def test_bit_balance_by_hand():

@@ -67,14 +67,16 @@ def _relations(identity, variant, valid):
         yield i, pos, sidv, di
 
 
-def ref_simclr_plus(emb, identity, variant, valid, temperature=0.8, positives_in_den=True):
+def ref_simclr_plus(emb, identity, variant, valid, temperature=0.8, positives_in_den=True,
+                    manipulated_weight=1.0):
     s = _cos(emb) / temperature
     terms = []
     for i, pos, sidv, di in _relations(identity, variant, valid):
         if not pos:
             continue
         num = sum(math.exp(s[i, j]) for j in pos)
-        den = sum(math.exp(s[i, j]) for j in sidv + di) + (num if positives_in_den else 0.0)
+        den = (manipulated_weight * sum(math.exp(s[i, j]) for j in sidv)
+               + sum(math.exp(s[i, j]) for j in di) + (num if positives_in_den else 0.0))
         terms.append(-math.log(num / den))
     return np.mean(terms)
 
@@ -133,6 +135,8 @@ CASES = [
     ("simclr_plus", {}, ref_simclr_plus),
     ("simclr_plus", {"temperature": 0.5, "positives_in_denominator": False},
      functools.partial(ref_simclr_plus, temperature=0.5, positives_in_den=False)),
+    ("simclr_plus", {"temperature": 0.2, "manipulated_weight": 8.0},
+     functools.partial(ref_simclr_plus, temperature=0.2, manipulated_weight=8.0)),
     ("simclr", {}, ref_simclr),
     ("simclr", {"manipulated_negatives": False},
      functools.partial(ref_simclr, manipulated_negatives=False)),
@@ -196,6 +200,10 @@ def test_simclr_plus_by_hand_in_two_dimensions():
     assert float(value) == pytest.approx(expected, rel=1e-6)
     printed = loss(emb, identity, variant, valid, temperature=1.0, positives_in_denominator=False)
     assert float(printed) == pytest.approx(-math.log(math.e / (1.0 + math.exp(-1.0))), rel=1e-6)
+    # A weight of w on the manipulated row counts its term w times.
+    weighted = loss(emb, identity, variant, valid, temperature=1.0, manipulated_weight=5.0)
+    assert float(weighted) == pytest.approx(
+        -math.log(math.e / (math.e + 5.0 + math.exp(-1.0))), rel=1e-6)
     # Nothing to compare: no anchor has a positive, and the loss is zero, not NaN.
     alone = loss(emb, jnp.arange(4), variant, valid, temperature=1.0)
     assert float(alone) == 0.0
