@@ -36,7 +36,8 @@ def parse_arg(arg: str | None, **defaults):
 def model_config() -> ml_collections.ConfigDict:
     """The paper's OscarNet (fields of oscar_jax.models.oscar.OscarNet)."""
     m = ml_collections.ConfigDict()
-    m.cnn = "resnet50"  # fv and FG backbones: resnet50 (paper), resnet18 or tiny
+    m.cnn = "resnet50"  # fv and FG backbones: resnet50 (paper), resnet18, tiny, efficientnet_lite0
+    m.freeze_cnn = False  # keep the trunks of fv and FG as initialised; train what follows
     m.code_bits = 64  # D, the hash length
     m.visual_dim = 256  # output of fv and FG
     m.width = 512  # token width of FO and FR (official release)
@@ -80,11 +81,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model = model_config()  # OscarNet fields
     c.compute_dtype = "float32"  # 'bfloat16' for accelerator matmuls; parameters stay float32
     c.init_from = ""  # workdir of a pretraining run whose CNN initialises fv and FG
-    c.pretrained_cnn = ""  # .npz / .pth ImageNet ResNet weights for fv and FG (head excluded)
+    c.pretrained_cnn = ""  # ImageNet weights for fv and FG: a .npz/.pth file, or 'imagenet' (Lite0)
     # Objective.
     c.hash_method = "sign"  # sign | sign_bit_balance | tanh | tanh_bit_balance | none
     c.loss = "simclr_plus"  # simclr_plus | simclr | triplet | triplet_plus | pairwise_contrastive
-    c.loss_kwargs = ml_collections.ConfigDict({"temperature": 0.8})  # loss hyperparameters
+    c.loss_kwargs = ml_collections.ConfigDict()  # hyperparameters of the content loss
+    c.loss_kwargs.temperature = 0.8  # SimCLR+ tau (official release)
+    c.loss_kwargs.manipulated_weight = 1.0  # SimCLR+ weight of the manipulated negatives (eq. 11)
     c.quantization_weight = 1e-2  # alpha, weight of ||z - u||_3^3
     c.bit_balance_weight = 1e-2  # weight of the bit-balance term (its hash methods only)
     # Optimiser: Adam with L2 weight decay and step decay, as the official release.

@@ -81,7 +81,8 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam with L2 weight decay added to the gradients (PyTorch's Adam, as released)."""
+    """Adam with L2 weight decay added to the gradients (PyTorch's Adam, as released). With
+    `model.freeze_cnn`, the trunks of fv and FG are left exactly as initialised."""
     parts = []
     if config.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
@@ -91,7 +92,18 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
         optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
         optax.scale_by_learning_rate(learning_rate_schedule(config)),
     ]
-    return optax.chain(*parts)
+    optimizer = optax.chain(*parts)
+    if not config.model.get("freeze_cnn", False):
+        return optimizer
+
+    def labels(params):
+        def label(path, _):
+            names = [getattr(key, "key", "") for key in path]
+            frozen = names[0] in ("global_cnn", "object_cnn") and names[1] != "head"
+            return "frozen" if frozen else "trained"
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    return optax.multi_transform({"trained": optimizer, "frozen": optax.set_to_zero()}, labels)
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -163,8 +175,11 @@ def initial_variables(config: ml_collections.ConfigDict, model: oscar.OscarNet,
         sources.append((f"pretraining run {config.init_from}",
                         cnn_weights_from_run(config.init_from), ()))
     if config.pretrained_cnn:
-        sources.append((f"weights file {config.pretrained_cnn}",
-                        resnet.load_pretrained(config.pretrained_cnn), ("head",)))
+        # 'imagenet': the weights a backbone's package ships (EfficientNet-Lite0).
+        path = None if config.pretrained_cnn == "imagenet" else config.pretrained_cnn
+        load = oscar.BACKBONES[config.model.cnn].load_pretrained
+        sources.append((f"ImageNet weights {path or 'of the installed package'}", load(path),
+                        ("head",)))
     for description, weights, allow_missing in sources:
         targets = [m for m in ("global_cnn", "object_cnn") if m in variables["params"]]
         for target in targets:

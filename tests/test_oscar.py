@@ -117,3 +117,35 @@ def test_gradients_reach_both_cnns_through_the_sign():
     for stream in ("global_cnn", "object_cnn"):
         kernel = np.asarray(grads[stream]["conv1"]["kernel"])
         assert np.isfinite(kernel).all() and np.abs(kernel).sum() > 0, stream
+
+
+# Each input field, the switch that reads it, and a perturbation of its real entries.
+FEATURES = {
+    "image": ("use_global", lambda b: dict(b, image=255 - b["image"])),
+    "crops": ("use_visual", lambda b: dict(b, crops=255 - b["crops"])),
+    "shape": ("use_shape",
+              lambda b: dict(b, shape=b["shape"] + 2.0 * b["node_mask"][..., None])),
+    "geometry": ("use_geometry",
+                 lambda b: dict(b, geometry=b["geometry"][:, ::-1] * b["node_mask"][..., None])),
+    "relations": ("use_edges", lambda b: dict(b, relations=-b["relations"])),
+}
+
+
+@pytest.mark.parametrize("field", sorted(FEATURES))
+@pytest.mark.parametrize("switch_on", [True, False])
+def test_each_input_moves_z_exactly_when_its_switch_is_on(field, switch_on):
+    """A model that read `geometry` for the Hu moments, or ignored a switch, fails here."""
+    switch, perturb = FEATURES[field]
+    fields = {switch: switch_on}
+    if switch == "use_visual" and not switch_on:
+        fields["use_global"] = True  # keep a second visual source; objects still run
+    model = OscarNet(**{**TINY, **fields})
+    batch = make_batch()
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), batch)
+    apply = jax.jit(functools.partial(model.apply, train=False))
+    before = np.asarray(apply(variables, batch))
+    after = np.asarray(apply(variables, perturb(batch)))
+    if switch_on:
+        assert np.abs(after - before).max() > 1e-4, f"{field} is ignored with {switch} on"
+    else:
+        np.testing.assert_array_equal(after, before, err_msg=f"{field} leaks with {switch} off")

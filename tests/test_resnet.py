@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import flax
 import jax
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 
 from oscar_jax.models import resnet
+from oscar_jax.models.torch_files import read_state_dict
+from tests.backbone_references import DATA, RESNET_INPUT, reference_images, resnet_state
 
 TINY_BOTTLENECK = functools.partial(resnet.ResNet, stage_sizes=(1, 2), block="bottleneck",
                                     width=8)
@@ -148,66 +151,48 @@ def test_missing_weights_file_says_what_to_pass(tmp_path):
         resnet.load_pretrained(tmp_path / "absent.pth")
 
 
-def test_matches_a_torch_reference_on_a_saved_state_dict(tmp_path):
-    torch = pytest.importorskip(
-        "torch", reason="PyTorch is needed to write a real state dict; `make install` adds "
-        "the CPU build where one is available")
-    nn = torch.nn
-
-    class Bottleneck(nn.Module):  # torchvision's v1.5 bottleneck, written out
-        def __init__(self, cin, filters, stride):
-            super().__init__()
-            out = filters * 4
-            self.conv1 = nn.Conv2d(cin, filters, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(filters)
-            self.conv2 = nn.Conv2d(filters, filters, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(filters)
-            self.conv3 = nn.Conv2d(filters, out, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(out)
-            self.downsample = None
-            if stride != 1 or cin != out:
-                self.downsample = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
-                                                nn.BatchNorm2d(out))
-
-        def forward(self, x):
-            y = torch.relu(self.bn1(self.conv1(x)))
-            y = torch.relu(self.bn2(self.conv2(y)))
-            y = self.bn3(self.conv3(y))
-            return torch.relu(y + (self.downsample(x) if self.downsample else x))
-
-    class Reference(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 8, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(8)
-            self.layer1 = nn.Sequential(Bottleneck(8, 8, 1))
-            self.layer2 = nn.Sequential(Bottleneck(32, 16, 2), Bottleneck(64, 16, 1))
-            self.fc = nn.Linear(64, 10)
-
-        def forward(self, x):
-            x = torch.relu(self.bn1(self.conv1(x)))
-            x = nn.functional.max_pool2d(x, 3, 2, 1)
-            return self.layer2(self.layer1(x)).mean(dim=(2, 3))
-
-    torch.manual_seed(0)
-    reference = Reference().eval()
-    with torch.no_grad():
-        for module in reference.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    torch.save(reference.state_dict(), tmp_path / "reference.pth")
-
+def test_matches_a_torch_reference_on_a_saved_state_dict():
+    """A state dict written by torch.save and the output of a torchvision-style network on
+    it, both made once by tests/make_torch_references.py; read here without PyTorch."""
+    path = os.path.join(DATA, "resnet_reference.pth")
+    # The file holds exactly the seeded weights, read back by the torch-free reader.
+    saved = read_state_dict(path)
+    expected_state = resnet_state()
+    assert list(saved) == list(expected_state)
+    for name, value in expected_state.items():
+        np.testing.assert_array_equal(saved[name], value)
     model = TINY_BOTTLENECK()
-    variables = resnet.merge_pretrained(init(model, size=40),
-                                        resnet.load_pretrained(tmp_path / "reference.pth"))
-    images = np.random.default_rng(1).normal(size=(2, 40, 40, 3)).astype(np.float32)
-    ours = np.asarray(apply(model, variables, images))
-    with torch.no_grad():
-        theirs = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    variables = resnet.merge_pretrained(init(model, size=40), resnet.load_pretrained(path))
+    ours = np.asarray(apply(model, variables, reference_images(RESNET_INPUT)))
+    with np.load(os.path.join(DATA, "backbone_references.npz")) as references:
+        np.testing.assert_allclose(ours, references["resnet"], rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_ignores_masked_rows_in_training():
+    """Statistics over real crops only: appending padding rows (masked out) changes neither
+    the real rows' outputs nor the updated statistics (float64, so rounding hides nothing)."""
+    with jax.enable_x64(True):
+        model = resnet.ResNetTiny(output_dim=8, dtype=jnp.float64)
+        variables = jax.tree.map(lambda x: x.astype(jnp.float64), init(model, size=16))
+        rng = np.random.default_rng(0)
+        real = rng.normal(size=(3, 16, 16, 3))
+        padded = np.concatenate([real, np.zeros((5, 16, 16, 3))])
+        mask = np.arange(8) < 3
+
+        @jax.jit
+        def run(images, mask):
+            return model.apply(variables, images, train=True, mask=mask,
+                               mutable=["batch_stats"])
+
+        alone, alone_stats = run(real, np.ones(3, bool))
+        with_padding, padded_stats = run(padded, mask)
+        np.testing.assert_allclose(np.asarray(with_padding)[:3], np.asarray(alone), atol=1e-10)
+        for a, b in zip(jax.tree.leaves(alone_stats), jax.tree.leaves(padded_stats),
+                        strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
+        # Without the mask the padding does shift the real rows (the test can fail).
+        unmasked, _ = run(padded, np.ones(8, bool))
+        assert not np.allclose(np.asarray(unmasked)[:3], np.asarray(alone), atol=1e-3)
 
 
 def test_batch_norm_statistics_are_averaged_across_devices():

@@ -18,7 +18,7 @@ import pytest
 from configs import common
 from configs import demo as demo_config
 from configs import full as full_config
-from oscar_jax import input_pipeline, train
+from oscar_jax import hashing, input_pipeline, losses, train
 from oscar_jax.workdir import create_model, restore_inference
 from preprocessing import build
 
@@ -239,3 +239,41 @@ def test_bfloat16_compute_keeps_float32_parameters_and_codes():
     inputs = {k: v for k, v in batch.items() if k in input_pipeline.MODEL_FIELDS}
     z = model.apply(variables, inputs, train=False)
     assert z.dtype == np.float32 and z.shape == (2, 16) and np.isfinite(np.asarray(z)).all()
+
+
+@pytest.mark.parametrize("hash_method", ["sign", "sign_bit_balance"])
+def test_the_training_loss_is_content_plus_weighted_hashing_terms(hash_method):
+    """loss = content + alpha x quantisation (+ beta x bit balance), term for term: a trainer
+    that dropped a weight, or weighted the wrong term, fails here."""
+    config = demo_config.get_config("tiny")
+    config.hash_method = hash_method
+    config.quantization_weight, config.bit_balance_weight = 0.37, 0.11
+    model = create_model(config, axis_name=train.AXIS)
+    batch = input_pipeline.synthetic_batch(input_pipeline.Composition(2, 2, 2), max_objects=2,
+                                           crop_size=16, global_size=32, seed=0)
+    variables = train.init_variables(model, batch, seed=0)
+    rng = jax.random.PRNGKey(3)
+
+    def parts(params, batch_stats, batch):
+        total, (_, metrics) = train.loss_fn(params, batch_stats, batch, rng, model=model,
+                                            config=config)
+        # The same quantities computed here from their definitions.
+        z, _ = model.apply({"params": params, "batch_stats": batch_stats}, batch, train=True,
+                           rngs={"dropout": rng}, mutable=["batch_stats"])
+        u, aux = hashing.hash_codes(z, hash_method, batch["valid"], axis_name=train.AXIS)
+        embeddings = model.apply({"params": params}, u, method=model.project)
+        content = losses.simclr_plus(embeddings, batch["identity"], batch["variant"],
+                                     batch["valid"], axis_name=train.AXIS,
+                                     **config.loss_kwargs.to_dict())
+        return total, metrics, content, aux
+
+    one_device = jax.pmap(parts, axis_name=train.AXIS, devices=jax.devices()[:1])
+    total, metrics, content, aux = jax.device_get(one_device(
+        *[jax.tree.map(lambda x: np.asarray(x)[None], tree)
+          for tree in (variables["params"], variables["batch_stats"], batch)]))
+    expected = content[0] + 0.37 * aux["quantization"][0]
+    if hash_method == "sign_bit_balance":
+        expected += 0.11 * aux["bit_balance"][0]
+    assert aux["quantization"][0] > 0
+    np.testing.assert_allclose(total[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(metrics["content_loss"][0], content[0], rtol=1e-6)

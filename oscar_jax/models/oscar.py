@@ -18,16 +18,37 @@ I (`graph='thresholded'`), J (everything, the paper's model).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from oscar_jax.models import efficientnet, resnet
 from oscar_jax.models import encoder as encoders
-from oscar_jax.models import resnet
 
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A CNN for fv and FG: its Linen module, its input normalisation and its weights reader
+    (a path, or None for weights that come with a package)."""
+
+    module: Callable[..., nn.Module]
+    normalize: Callable[..., Array]
+    load_pretrained: Callable[..., dict]
+
+
+BACKBONES = {
+    **{name: Backbone(module, resnet.normalize_images, resnet.load_pretrained)
+       for name, module in resnet.VARIANTS.items()},
+    "efficientnet_lite0": Backbone(efficientnet.EfficientNetLite0,
+                                   efficientnet.normalize_images, efficientnet.load_pretrained),
+}
 # Relation channels (see preprocessing.scene_graph): 2 is distance / diagonal, 6 is mask IoU.
 _DISTANCE, _IOU = 2, 6
 
@@ -47,7 +68,10 @@ class OscarNet(nn.Module):
     """The OSCAR-Net embedding model. Batch fields as in the records (README, "Record format").
 
     Attributes:
-      cnn: ResNet variant of fv and FG ('resnet50', 'resnet18', 'tiny'); weights not shared.
+      cnn: backbone of fv and FG (`BACKBONES`: 'resnet50', 'resnet18', 'tiny',
+        'efficientnet_lite0'); weights not shared.
+      freeze_cnn: fv and FG keep their (pretrained) trunk weights and BatchNorm statistics;
+        only their final linear layer and what follows them train.
       code_bits: D, the size of z and of the hash.
       visual_dim: output of fv and FG (256 in the paper).
       width: token width of FO and FR (the official release uses 512).
@@ -67,6 +91,7 @@ class OscarNet(nn.Module):
     """
 
     cnn: str = "resnet50"
+    freeze_cnn: bool = False
     code_bits: int = 64
     visual_dim: int = 256
     width: int = 512
@@ -93,18 +118,20 @@ class OscarNet(nn.Module):
             raise ValueError("OscarNet needs use_global or use_objects (or both)")
         if self.graph not in ("full", "thresholded"):
             raise ValueError(f"graph must be 'full' or 'thresholded', not {self.graph!r}")
-        cnn = resnet.VARIANTS[self.cnn]
+        if self.cnn not in BACKBONES:
+            raise ValueError(f"cnn must be one of {sorted(BACKBONES)}, not {self.cnn!r}")
+        cnn = functools.partial(BACKBONES[self.cnn].module, output_dim=self.visual_dim,
+                                dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                                frozen_trunk=self.freeze_cnn)
         if self.use_global:
-            self.global_cnn = cnn(output_dim=self.visual_dim, dtype=self.dtype,
-                                  bn_axis_name=self.bn_axis_name)
+            self.global_cnn = cnn()
         if self.use_objects:
             parts = [self.use_visual, self.use_shape, self.use_geometry]
             if not any(parts):
                 raise ValueError("object streams need at least one of visual, shape, geometry")
             dims = iter(split_width(self.width, sum(parts)))
             if self.use_visual:
-                self.object_cnn = cnn(output_dim=self.visual_dim, dtype=self.dtype,
-                                      bn_axis_name=self.bn_axis_name)
+                self.object_cnn = cnn()
                 self.visual_embed = nn.Dense(next(dims), dtype=self.dtype)  # Ev
             if self.use_shape:
                 self.shape_embed = nn.Dense(next(dims), dtype=self.dtype)  # Es
@@ -140,8 +167,11 @@ class OscarNet(nn.Module):
         if self.use_visual:
             crops = batch["crops"]
             b, n = crops.shape[:2]
-            flat = resnet.normalize_images(crops.reshape(b * n, *crops.shape[2:]), self.dtype)
-            visual = self.object_cnn(flat, train=train).reshape(b, n, -1)
+            flat = BACKBONES[self.cnn].normalize(crops.reshape(b * n, *crops.shape[2:]),
+                                                 self.dtype)
+            # BatchNorm statistics over real crops only: padding slots must not shift them.
+            real = batch["node_mask"].reshape(b * n)
+            visual = self.object_cnn(flat, train=train, mask=real).reshape(b, n, -1)
             parts.append(self.visual_embed(visual))
         if self.use_shape:
             # Log Hu moments reach about +-30 for moments that are numerically zero.
@@ -155,7 +185,7 @@ class OscarNet(nn.Module):
         geometry [B,N,5], shape [B,N,7], relations [B,N,N,8]) -> z float32 [B, code_bits]."""
         streams = []
         if self.use_global:
-            image = resnet.normalize_images(batch["image"], self.dtype)
+            image = BACKBONES[self.cnn].normalize(batch["image"], self.dtype)
             streams.append(self.global_cnn(image, train=train))
         if self.use_objects:
             mask = batch["node_mask"]

@@ -19,8 +19,11 @@ from typing import Any
 
 import flax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from oscar_jax.models.torch_files import read_state_dict
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -35,12 +38,24 @@ def normalize_images(images: Any, dtype: Any = jnp.float32) -> jnp.ndarray:
     return ((x - IMAGENET_MEAN) / IMAGENET_STD).astype(dtype)
 
 
-def _layer_factories(dtype: Any, bn_axis_name: str | None, train: bool):
+def masked_norm(norm: Any, mask: jnp.ndarray | None):
+    """`norm(name=..., ...)` as a layer whose training statistics count only the rows where
+    `mask` [B] is True (padding slots of a batch of node crops must not shift them)."""
+    rows = None if mask is None else mask[:, None, None, None]
+
+    def layer(**kwargs):
+        return lambda x: norm(**kwargs)(x, mask=rows)
+
+    return layer
+
+
+def _layer_factories(dtype: Any, bn_axis_name: str | None, train: bool,
+                     mask: jnp.ndarray | None = None):
     """The BatchNorm and bias-free Conv constructors every block uses (torchvision's)."""
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=dtype, axis_name=bn_axis_name)
     conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype)
-    return norm, conv
+    return masked_norm(norm, mask), conv
 
 
 class BasicBlock(nn.Module):
@@ -53,8 +68,9 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        norm, conv = _layer_factories(self.dtype, self.bn_axis_name, train)
+    def __call__(self, x: jnp.ndarray, *, train: bool,
+                 mask: jnp.ndarray | None = None) -> jnp.ndarray:
+        norm, conv = _layer_factories(self.dtype, self.bn_axis_name, train, mask)
         y = conv(self.filters, (3, 3), self.strides, padding=1, name="conv1")(x)
         y = nn.relu(norm(name="bn1")(y))
         y = conv(self.filters, (3, 3), padding=1, name="conv2")(y)
@@ -79,8 +95,9 @@ class BottleneckBlock(nn.Module):
     expansion = 4
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        norm, conv = _layer_factories(self.dtype, self.bn_axis_name, train)
+    def __call__(self, x: jnp.ndarray, *, train: bool,
+                 mask: jnp.ndarray | None = None) -> jnp.ndarray:
+        norm, conv = _layer_factories(self.dtype, self.bn_axis_name, train, mask)
         out = self.filters * self.expansion
         y = nn.relu(norm(name="bn1")(conv(self.filters, (1, 1), name="conv1")(x)))
         y = conv(self.filters, (3, 3), self.strides, padding=1, name="conv2")(y)
@@ -107,6 +124,8 @@ class ResNet(nn.Module):
         pooled features [B, width * 8 * expansion].
       dtype: computation dtype (bfloat16 on accelerators); parameters stay float32.
       bn_axis_name: pmap axis over which BatchNorm statistics are averaged in training.
+      frozen_trunk: the trunk runs with its BatchNorm statistics and passes no gradient;
+        only `head` trains.
     """
 
     stage_sizes: Sequence[int]
@@ -115,11 +134,15 @@ class ResNet(nn.Module):
     output_dim: int | None = None
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    frozen_trunk: bool = False
 
     @nn.compact
-    def __call__(self, images: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        """ImageNet-normalised images [B, H, W, 3] -> embeddings [B, output_dim]."""
-        norm, conv = _layer_factories(self.dtype, self.bn_axis_name, train)
+    def __call__(self, images: jnp.ndarray, *, train: bool,
+                 mask: jnp.ndarray | None = None) -> jnp.ndarray:
+        """ImageNet-normalised images [B, H, W, 3] -> embeddings [B, output_dim]. In training,
+        BatchNorm statistics count only the images where `mask` [B] is True (default all)."""
+        train = train and not self.frozen_trunk
+        norm, conv = _layer_factories(self.dtype, self.bn_axis_name, train, mask)
         x = jnp.asarray(images, self.dtype)
         x = nn.relu(norm(name="bn1")(conv(self.width, (7, 7), 2, padding=3, name="conv1")(x)))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -129,9 +152,11 @@ class ResNet(nn.Module):
                 strides = 2 if stage > 0 and index == 0 else 1
                 x = block(self.width * 2**stage, strides, dtype=self.dtype,
                           bn_axis_name=self.bn_axis_name,
-                          name=f"layer{stage + 1}_{index}")(x, train=train)
+                          name=f"layer{stage + 1}_{index}")(x, train=train, mask=mask)
             x = self.expose(f"stage{stage + 1}", x)
         x = jnp.mean(x, axis=(1, 2))
+        if self.frozen_trunk:
+            x = jax.lax.stop_gradient(x)
         if self.output_dim is not None:
             x = nn.Dense(self.output_dim, dtype=self.dtype, name="head")(x)
         return jnp.asarray(x, jnp.float32)
@@ -198,13 +223,17 @@ def _to_flax_layout(path: tuple[str, ...], value: np.ndarray) -> np.ndarray:
     return value
 
 
-def load_pretrained(path: str | os.PathLike) -> dict[tuple[str, ...], np.ndarray]:
+def load_pretrained(path: str | os.PathLike | None) -> dict[tuple[str, ...], np.ndarray]:
     """Reads a local weights file into flax paths -> arrays.
 
     Accepted: a `.npz` whose keys are torchvision names (`layer1.0.conv1.weight`) or flax
     paths joined by '/' (`params/layer1_0/conv1/kernel`); or a torchvision state dict saved
-    with `torch.save` (`.pth`, `.pt`; needs PyTorch installed to read).
+    with `torch.save` (`.pth`, `.pt`; read without PyTorch, `torch_files`).
     """
+    if path is None:
+        raise FileNotFoundError(
+            "ResNet weights come from a local file: pass --config.pretrained_cnn=PATH of a "
+            "torchvision state dict (.pth) or .npz (nothing is downloaded)")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -215,16 +244,7 @@ def load_pretrained(path: str | os.PathLike) -> dict[tuple[str, ...], np.ndarray
         with np.load(path) as archive:
             raw = {key: np.asarray(archive[key]) for key in archive.files}
     elif path.endswith((".pth", ".pt", ".bin")):
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(
-                f"reading {path} needs PyTorch; install it (CPU build is enough) or convert the "
-                "state dict to .npz with numpy arrays under the same names"
-            ) from e
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        raw = {key: value.detach().cpu().numpy() for key, value in state.items()}
+        raw = read_state_dict(path)
     else:
         raise ValueError(f"{path}: expected a .npz, .pth or .pt file")
     converted = {}
