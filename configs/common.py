@@ -100,6 +100,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.adam_eps = 1e-9  # Adam epsilon (official release)
     c.weight_decay = 5e-4  # L2 penalty added to the gradients (official release)
     c.grad_clip_norm = 0.0  # clip the global gradient norm (0: off)
+    c.contrastive_chunks = 1  # gradient caching: embed a device's batch in C chunks (1: off)
     c.total_steps = 100_000  # optimisation steps
     # Bookkeeping.
     c.seed = 0  # parameters, dropout and batch order

@@ -34,23 +34,37 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _provenance(meta: str | None, count: int) -> list[dict]:
+def _provenance(meta: str | None, images: list[str]) -> list[dict]:
+    """One provenance object per image from a --meta JSON file: one object for all images,
+    a list with one object per image, or an object keyed by the images' paths or file
+    names."""
     if not meta:
-        return [{} for _ in range(count)]
-    with open(meta, encoding="utf-8") as f:
-        value = json.load(f)
-    if isinstance(value, dict):
-        return [value] * count
-    if isinstance(value, list) and len(value) == count and all(isinstance(v, dict)
-                                                               for v in value):
-        return value
-    raise AttributionError(f"{meta} must hold a JSON object (the provenance of every image) "
-                           f"or a list of {count} objects, one per image in order")
+        return [{} for _ in images]
+    try:
+        with open(meta, encoding="utf-8") as f:
+            value = json.load(f)
+    except json.JSONDecodeError as error:
+        raise AttributionError(f"--meta {meta} is not valid JSON ({error}); fix the file") from None
+    if isinstance(value, list):
+        if len(value) == len(images) and all(isinstance(v, dict) for v in value):
+            return value
+    elif isinstance(value, dict):
+        keyed = [value.get(p, value.get(os.path.basename(p))) for p in images]
+        if any(k is not None for k in keyed):
+            missing = [p for p, k in zip(images, keyed, strict=True) if not isinstance(k, dict)]
+            if missing:
+                raise AttributionError(f"--meta {meta} is keyed by file name but has no object "
+                                       f"for {missing[0]} ({len(missing)} images in all)")
+            return keyed
+        return [value] * len(images)
+    raise AttributionError(f"{meta} must hold a JSON object (the provenance of every image), "
+                           f"an object keyed by file name, or a list of {len(images)} objects, "
+                           "one per image in order")
 
 
 def add(args: argparse.Namespace) -> int:
     images = cli.input_paths(args.images)
-    provenance = _provenance(args.meta, len(images))
+    provenance = _provenance(args.meta, images)
     good, failures = [], []
     for path, meta in zip(images, provenance, strict=True):
         try:
@@ -60,10 +74,9 @@ def add(args: argparse.Namespace) -> int:
             failures.append((path, error.reason))
     with TrustedDatabase.open_or_create(args.db, workdir=args.workdir,
                                         method=args.method) as db:
-        before = len(db)
         ids = db.add([p for p, _ in good], provenance=[m for _, m in good], progress=True)
-        print(f"{len(db) - before} originals added ({len(ids) - (len(db) - before)} were "
-              f"there already); {len(db)} in {args.db}", file=sys.stderr)
+        print(f"{db.added_count} originals added ({len(ids) - db.added_count} were there "
+              f"already); {len(db)} in {args.db}", file=sys.stderr)
     for path, reason in failures:
         print(f"cannot add {path}: {reason}", file=sys.stderr)
     return 1 if failures else 0
@@ -81,6 +94,13 @@ def query(args: argparse.Namespace) -> int:
     images = cli.input_paths(args.images)
     failures = 0
     with TrustedDatabase.open(args.db, workdir=args.workdir) as db:
+        if args.explain and db.method != "oscar":
+            print(f"warning: --explain needs a database of OSCAR-Net codes; {args.db} holds "
+                  f"{db.method} codes, so no heatmaps are written", file=sys.stderr)
+        if not db.thresholds.get("calibrated_on"):
+            print(f"warning: {args.db} has default thresholds, not calibrated ones; verdicts "
+                  f"are rough until `oscar attribute calibrate --db {args.db}`",
+                  file=sys.stderr)
         for path in images:
             try:
                 pixels = decode_image(path)

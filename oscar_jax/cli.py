@@ -25,8 +25,14 @@ import importlib
 import importlib.util
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
+
+from absl import logging
+
+from oscar_jax import __version__
+from preprocessing.images import image_files
 
 # Tool name -> the module that implements it (imported only when that tool runs, so
 # `oscar index` does not load JAX).
@@ -70,9 +76,16 @@ def examples(doc: str | None) -> str:
 
 def new_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """A tool's parser in the shared layout: usage, what the tool does (the module
-    docstring's prose), arguments, examples (its indented lines)."""
-    return argparse.ArgumentParser(prog=prog, description=description(doc),
-                                   epilog=examples(doc), formatter_class=HelpFormatter)
+    docstring's prose), arguments, examples (its indented lines); every tool takes
+    --version, --verbose and --debug."""
+    parser = argparse.ArgumentParser(prog=prog, description=description(doc),
+                                     epilog=examples(doc), formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"oscar-jax {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the libraries' INFO logs and warnings")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback behind an error line (or OSCAR_DEBUG=1)")
+    return parser
 
 
 def add_subcommand(subparsers, name: str, help_text: str, run: Callable
@@ -89,21 +102,31 @@ def comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def input_paths(arguments: Sequence[str]) -> list[str]:
-    """The paths given as arguments or, with none, read from stdin one a line."""
-    if arguments:
-        return list(arguments)
-    if sys.stdin.isatty():
-        raise ValueError("give image paths, or pipe them on stdin, one a line")
-    return [line.strip() for line in sys.stdin if line.strip()]
+def input_paths(arguments: Sequence[str], *, null: bool = False) -> list[str]:
+    """The paths given as arguments or, with none, read from stdin: one a line, kept exactly
+    (only the line break is removed), or NUL-separated with `null` (`find -print0`).
+    Folders become the image files under them (`preprocessing.images.image_files`)."""
+    if not arguments:
+        if sys.stdin.isatty():
+            raise ValueError("give image paths or folders, or pipe paths on stdin, one a line")
+        text = sys.stdin.read()
+        if null:
+            arguments = [p for p in text.split("\0") if p]
+        else:
+            arguments = [line.removesuffix("\r") for line in text.split("\n")
+                         if line.strip()]
+    return image_files(list(arguments))
 
 
-def quiet_libraries() -> None:
-    """Keeps library start-up chatter (TensorFlow, absl INFO from orbax) off the terminal."""
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keeps library chatter (absl INFO from orbax and TFDS, Python warnings) off the terminal,
+    unless `verbose`."""
+    if verbose:
+        logging.set_verbosity(logging.INFO)
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)
+    warnings.filterwarnings("ignore")
 
 
 def run_tool(module: ModuleType, prog: str, argv: Sequence[str] | None) -> int:
@@ -115,12 +138,12 @@ def run_tool(module: ModuleType, prog: str, argv: Sequence[str] | None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # -h, or a usage error argparse has already printed
         return int(exit_.code or 0)
-    quiet_libraries()
+    quiet_libraries(args.verbose)
     try:
         run = args.run if hasattr(args, "run") else module.run
         return int(run(args) or 0)
     except USER_ERRORS as error:
-        if os.environ.get("OSCAR_DEBUG"):
+        if args.debug or os.environ.get("OSCAR_DEBUG"):
             raise
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
@@ -137,6 +160,9 @@ def module_main(module: ModuleType, argv: Sequence[str] | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """The `oscar` console script: `oscar TOOL [arguments]`."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        print(f"oscar-jax {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         width = max(map(len, COMMANDS))
         lines = ["usage: oscar TOOL [arguments]   (oscar TOOL -h for a tool's help)", "",

@@ -16,11 +16,12 @@ Table 1 part (`oscar_jax.evaluation.report`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from oscar_jax import cli
-from oscar_jax.evaluation.report import evaluate, format_table
+from oscar_jax.evaluation.report import evaluate, format_comparison, format_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distractor_steps", type=int, default=4,
                         help="scalability points besides 0 distractors")
     parser.add_argument("--out", help="folder for report.md/json and plots (default: workdir)")
+    parser.add_argument("--reference", help="a seed-spread JSON (benchmarks/demo_seeds.py) to "
+                                            "print this run's headline figures beside")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
                       split=args.split, methods=args.methods, distractors=args.distractors,
                       distractor_steps=args.distractor_steps, out=args.out)
     print(format_table(report))
+    if args.reference:
+        with open(args.reference) as f:
+            reference = json.load(f)
+        print(f"\nThis run beside {reference['runs']} seeds of the same command "
+              f"({args.reference}):\n")
+        print(format_comparison(report, reference["spread"]))
     print(f"\nfull report: {os.path.join(args.out or args.workdir, 'report.md')}")
     return 0
 

@@ -17,8 +17,10 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from oscar_jax import cli
+from oscar_jax.inference.codes import read_codes_meta
 from oscar_jax.inference.hamming_index import KINDS, HammingIndex, read_codes, read_ids
 
 
@@ -34,24 +36,76 @@ def _parse_option(text: str) -> tuple[str, int | None]:
         raise argparse.ArgumentTypeError(f"Option {name} needs an int, got {value!r}.") from None
 
 
+def _codes_with_facts(path: str) -> tuple[Any, dict, list[str] | None]:
+    """Codes, their `X.meta.json` facts ({} for hex text) and the paths of their rows (from
+    `X.paths.txt`, None when there is none)."""
+    codes = read_codes(path)
+    paths_file = os.path.splitext(path)[0] + ".paths.txt"
+    paths = None
+    if path.endswith(".npy") and os.path.exists(paths_file):
+        with open(paths_file, encoding="utf-8") as f:
+            paths = f.read().split("\n")[:-1]
+        if len(paths) != len(codes):
+            raise ValueError(f"{paths_file} lists {len(paths)} paths for {len(codes)} codes; "
+                             "hash the images again")
+    return codes, read_codes_meta(path), paths
+
+
+def _check_model(index: HammingIndex, facts: dict, index_path: str, codes_path: str) -> None:
+    """Refuses codes of another model than the index's (when both say which)."""
+    ours, theirs = index.info.get("fingerprint"), facts.get("fingerprint")
+    if ours and theirs and ours != theirs:
+        raise ValueError(
+            f"{codes_path} holds codes of model {theirs} but {index_path} was built from model "
+            f"{ours}; codes of two models cannot be compared: hash with the index's model, "
+            "or build a new index")
+
+
+def _paths_file(index_path: str) -> str:
+    return index_path + ".paths.tsv"
+
+
+def _append_paths(index_path: str, ids, paths: list[str] | None, *,
+                  new: bool) -> None:
+    """Keeps `INDEX.paths.tsv` (id<TAB>path) beside an index, for search results with paths."""
+    if new and os.path.exists(_paths_file(index_path)):
+        os.remove(_paths_file(index_path))
+    if paths is None:
+        return
+    with open(_paths_file(index_path), "a", encoding="utf-8") as f:
+        f.writelines(f"{i}\t{p}\n" for i, p in zip(ids.tolist(), paths, strict=True))
+
+
+def _read_paths(index_path: str) -> dict[int, str]:
+    if not os.path.exists(_paths_file(index_path)):
+        return {}
+    with open(_paths_file(index_path), encoding="utf-8") as f:
+        rows = (line.rstrip("\n").split("\t", 1) for line in f if line.strip())
+        return {int(i): p for i, p in rows}
+
+
 def build(args: argparse.Namespace) -> int:
     if os.path.exists(args.index) and not args.overwrite:
         raise FileExistsError(
             f"{args.index} exists; pass --overwrite to replace it, or use `add` to extend it."
         )
-    codes = read_codes(args.codes)
+    codes, facts, paths = _codes_with_facts(args.codes)
     index = HammingIndex(8 * codes.shape[1], args.kind, **dict(args.option))
-    index.add(codes, read_ids(args.ids, len(codes)))
+    index.info = {k: facts[k] for k in ("method", "fingerprint") if k in facts}
+    ids = index.add(codes, read_ids(args.ids, len(codes)))
     index.save(args.index)
+    _append_paths(args.index, ids, paths, new=True)
     print(f"{args.index}: {index!r}", file=sys.stderr)
     return 0
 
 
 def add(args: argparse.Namespace) -> int:
     index = HammingIndex.load(args.index)
-    codes = read_codes(args.codes)
-    index.add(codes, read_ids(args.ids, len(codes)))
+    codes, facts, paths = _codes_with_facts(args.codes)
+    _check_model(index, facts, args.index, args.codes)
+    ids = index.add(codes, read_ids(args.ids, len(codes)))
     index.save(args.index)
+    _append_paths(args.index, ids, paths, new=False)
     print(f"{args.index}: {index!r}", file=sys.stderr)
     return 0
 
@@ -60,28 +114,37 @@ def search(args: argparse.Namespace) -> int:
     index = HammingIndex.load(args.index)
     if args.option:
         index.set_search_options(**dict(args.option))
-    queries = read_codes(args.codes)
+    queries, facts, query_paths = _codes_with_facts(args.codes)
+    _check_model(index, facts, args.index, args.codes)
     if args.radius is not None:
         results = index.range_search(queries, args.radius)
     else:
         distances, ids = index.search(queries, args.k)
         results = [(d[i >= 0], i[i >= 0]) for d, i in zip(distances, ids, strict=True)]
+    paths = _read_paths(args.index)
     if args.format == "json":
-        rows = [
-            {
-                "query": q,
-                "results": [
-                    {"id": int(i), "distance": int(d)} for d, i in zip(dist, ids, strict=True)
-                ],
-            }
-            for q, (dist, ids) in enumerate(results)
-        ]
+        rows = []
+        for q, (dist, ids) in enumerate(results):
+            row = {"query": q, "results": [
+                {"id": int(i), "distance": int(d), **({"path": paths[int(i)]}
+                                                      if int(i) in paths else {})}
+                for d, i in zip(dist, ids, strict=True)]}
+            if query_paths is not None:
+                row["query_path"] = query_paths[q]
+            rows.append(row)
         json.dump(rows, sys.stdout)
         sys.stdout.write("\n")
     else:
-        lines = ["query\trank\tid\tdistance"]
+        with_paths = bool(paths) or query_paths is not None
+        header = "query\trank\tid\tdistance" + ("\tquery_path\tpath" if with_paths else "")
+        lines = [header]
         for q, (dist, ids) in enumerate(results):
-            lines += [f"{q}\t{r}\t{i}\t{d}" for r, (d, i) in enumerate(zip(dist, ids, strict=True))]
+            for r, (d, i) in enumerate(zip(dist, ids, strict=True)):
+                line = f"{q}\t{r}\t{i}\t{d}"
+                if with_paths:
+                    line += (f"\t{query_paths[q] if query_paths is not None else ''}"
+                             f"\t{paths.get(int(i), '')}")
+                lines.append(line)
         sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
@@ -89,7 +152,8 @@ def search(args: argparse.Namespace) -> int:
 def info(args: argparse.Namespace) -> int:
     index = HammingIndex.load(args.index)
     print(json.dumps({"kind": index.kind, "bits": index.bits, "ntotal": index.ntotal,
-                      "options": index.options, "exact_radius": index.exact_radius}))
+                      "options": index.options, "exact_radius": index.exact_radius,
+                      **index.info}))
     return 0
 
 

@@ -21,7 +21,9 @@ A batch is a dict of numpy arrays with a leading dimension of
 
 Decoding (JPEG) runs in grain worker processes; the iterator's state goes into the orbax
 checkpoint (`grain.checkpoint.CheckpointSave`), so a resumed run sees the same batches as an
-uninterrupted one. With several hosts, each takes its own shard of the identities.
+uninterrupted one. With several hosts, every host plans the same global batch and loads only
+its own contiguous share of the originals in it: the global batch of a step does not depend
+on how many hosts share it out.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -36,9 +39,9 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
-from tqdm import tqdm
 
 from preprocessing import scene_graph
+from preprocessing.progress import progress
 
 Batch = dict[str, np.ndarray]
 # Fields the model reads, in the order they are stacked.
@@ -95,7 +98,7 @@ def read_index(source, *, cache_dir: str | None = None, chunk: int = 512) -> Rec
                 return RecordIndex(saved["identity"], saved["variant"], saved["view"])
     n = len(source)
     labels = {name: np.zeros(n, np.int64) for name in LABEL_FIELDS}
-    with tqdm(total=n, desc="indexing records", unit="record", disable=n < 20_000) as bar:
+    with progress(total=n, desc="indexing records", unit="record", disable=n < 20_000) as bar:
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             for i, record in enumerate(source.__getitems__(range(start, stop)), start):
@@ -107,7 +110,8 @@ def read_index(source, *, cache_dir: str | None = None, chunk: int = 512) -> Rec
     )
     if cache:
         os.makedirs(cache_dir, exist_ok=True)
-        partial = cache + ".partial.npz"
+        # One partial file per process: the hosts of a job may write the same cache at once.
+        partial = f"{cache}.{socket.gethostname()}-{os.getpid()}.partial.npz"
         np.savez(partial, identity=index.identity, variant=index.variant, view=index.view)
         os.replace(partial, cache)
     return index
@@ -127,7 +131,11 @@ class Composition:
 
 
 class BatchPlanner:
-    """Step -> record indices and validity of that step's local batch. Pure and picklable."""
+    """Step -> record indices and validity of that step's local batch. Pure and picklable.
+
+    The plan is made for the global batch, `shard_count` local compositions of originals
+    chosen together, and host `shard_index` keeps its share: originals
+    [shard_index * originals, (shard_index + 1) * originals) of it."""
 
     def __init__(
         self,
@@ -152,21 +160,23 @@ class BatchPlanner:
                 "no identity has both an original (variant 0) and a manipulated version; "
                 "SimCLR+ needs both. Check that the records were built with variants >= 1."
             )
-        self.identities = eligible[shard_index::shard_count]
-        if len(self.identities) < composition.originals:
+        self.identities = eligible
+        self.shard_index, self.shard_count = shard_index, shard_count
+        self.global_originals = composition.originals * shard_count
+        if len(self.identities) < self.global_originals:
             raise ValueError(
-                f"{len(self.identities)} usable identities on this host, but "
-                f"originals_per_batch asks for {composition.originals} per host; lower it"
+                f"{len(self.identities)} usable identities, but originals_per_batch asks "
+                f"for {self.global_originals}; lower it"
             )
         self.groups = {k: groups[k] for k in self.identities}
-        self.steps_per_epoch = len(self.identities) // composition.originals
+        self.steps_per_epoch = len(self.identities) // self.global_originals
 
     def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """Returns (record indices int64 [B], valid bool [B]) for `step`."""
-        c = self.composition
+        c, n = self.composition, self.global_originals
         epoch, position = divmod(int(step), self.steps_per_epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.identities))
-        chosen = order[position * c.originals : (position + 1) * c.originals]
+        chosen = order[position * n : (position + 1) * n]
         rng = np.random.default_rng([self.seed, epoch, position, 1])
         records, valid = [], []
         for i in chosen:
@@ -183,7 +193,9 @@ class BatchPlanner:
                     real = real_variant and v < len(take)
                     records.append(views[take[v]] if real else views[0])
                     valid.append(real)
-        return np.asarray(records, np.int64), np.asarray(valid, bool)
+        # Every host draws the whole plan, so the random choices do not depend on the hosts.
+        mine = slice(self.shard_index * c.batch_size, (self.shard_index + 1) * c.batch_size)
+        return np.asarray(records[mine], np.int64), np.asarray(valid[mine], bool)
 
 
 def stack_records(examples: list[Mapping[str, Any]], ordinal: np.ndarray | None = None,

@@ -21,7 +21,12 @@ import sys
 
 from oscar_jax import cli
 from oscar_jax.attribution.database import TrustedDatabase
-from oscar_jax.attribution.server import DEFAULT_MAX_UPLOAD_MB, create_app, make_server
+from oscar_jax.attribution.server import (
+    DEFAULT_MAX_MEGAPIXELS,
+    DEFAULT_MAX_UPLOAD_MB,
+    create_app,
+    make_server,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,20 +37,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=8, help="requests handled at once")
     parser.add_argument("--max_upload_mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                         help="larger uploads are refused with 413")
+    parser.add_argument("--max_megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+                        help="images with more pixels are refused with 413 before decoding")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    if args.max_upload_mb <= 0:
-        raise ValueError(f"--max_upload_mb must be positive, got {args.max_upload_mb}")
+    if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
+        raise ValueError("--max_upload_mb and --max_megapixels must be positive")
     # One line per request from the server's own logger; libraries stay at warnings.
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", force=True)
     logging.getLogger("oscar_jax").setLevel(logging.INFO)
     with TrustedDatabase.open(args.db, workdir=args.workdir) as db:
-        app = create_app(db, max_upload_bytes=int(args.max_upload_mb * 2**20))
-        server = make_server(app, host=args.host, port=args.port, threads=args.threads)
-        print("compiling the model on a stored original...", file=sys.stderr, flush=True)
+        app = create_app(db, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                         max_pixels=int(args.max_megapixels * 1e6))
+        try:
+            server = make_server(app, host=args.host, port=args.port, threads=args.threads)
+        except OSError as error:
+            raise OSError(f"cannot listen on {args.host}:{args.port}: "
+                          f"{error.strerror or error}; pick another --port (0: any free "
+                          "port) or stop what uses it") from error
+        print(f"warming up {db.method} on a stored original...", file=sys.stderr, flush=True)
         db.warm_up()
         print(f"serving {len(db)} trusted originals ({db.method}) on "
               f"http://{args.host}:{server.effective_port}/ with {args.threads} threads; "

@@ -46,11 +46,14 @@ from oscar_jax import hashing, input_pipeline, losses
 from oscar_jax.evaluation import benchmarks, report
 from oscar_jax.models import oscar, resnet
 from oscar_jax.workdir import (
+    ConfigConflictError,
     RecordsNotFoundError,
+    check_resume,
     checkpoints_dir,
     cnn_weights_from_run,
     config_records_dir,
     create_model,
+    record_config_changes,
     save_run_info,
     write_record_settings,
 )
@@ -110,7 +113,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
 
 
 def batch_composition(config: ml_collections.ConfigDict) -> input_pipeline.Composition:
-    """This host's share of the global batch; checks it splits evenly over devices."""
+    """This host's share of the global batch; checks it splits evenly over devices and each
+    device's share into `contrastive_chunks` chunks."""
     hosts, devices = jax.process_count(), jax.local_device_count()
     if config.originals_per_batch % hosts:
         raise ValueError(f"originals_per_batch={config.originals_per_batch} does not split "
@@ -124,6 +128,14 @@ def batch_composition(config: ml_collections.ConfigDict) -> input_pipeline.Compo
             f"({composition.originals} x {composition.variants} x {composition.views}) does "
             f"not split over its {devices} devices; change originals_per_batch or "
             "views_per_variant"
+        )
+    per_device, chunks = composition.batch_size // devices, config.contrastive_chunks
+    if not isinstance(chunks, int) or chunks < 1 or per_device % chunks:
+        divisors = [d for d in range(1, per_device + 1) if per_device % d == 0]
+        raise ValueError(
+            f"a device's batch of {per_device} images does not split into "
+            f"contrastive_chunks={chunks!r} equal chunks; set contrastive_chunks to one of "
+            f"{divisors}, or change originals_per_batch or views_per_variant"
         )
     return composition
 
@@ -195,11 +207,9 @@ def initial_variables(config: ml_collections.ConfigDict, model: oscar.OscarNet,
 # ---- the step -------------------------------------------------------------------------------
 
 
-def loss_fn(params, batch_stats, batch, rng, *, model, config):
-    """Content loss of Eb(u) plus the weighted hashing terms; per device, global batch."""
-    z, updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, batch, train=True,
-        rngs={"dropout": rng}, mutable=["batch_stats"])
+def code_loss(params, z, batch, *, model, config):
+    """Content loss of Eb(u) plus the weighted hashing terms, from the embeddings z [B_dev, D]
+    of one device's share; per device, global batch. -> (total, metrics)."""
     valid = batch["valid"]
     codes, aux = hashing.hash_codes(z, config.hash_method, valid, axis_name=AXIS)
     embeddings = model.apply({"params": params}, codes, method=oscar.OscarNet.project)
@@ -212,15 +222,119 @@ def loss_fn(params, batch_stats, batch, rng, *, model, config):
     # Fraction of +1 bits over the global batch: 0.5 means balanced bits.
     ones = losses.global_mean(jnp.mean(codes > 0, axis=-1), valid, AXIS)
     metrics = {"loss": total, "content_loss": content, "bits_one": ones, **aux}
+    return total, metrics
+
+
+def loss_fn(params, batch_stats, batch, rng, *, model, config):
+    """Content loss of Eb(u) plus the weighted hashing terms; per device, global batch."""
+    z, updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, batch, train=True,
+        rngs={"dropout": rng}, mutable=["batch_stats"])
+    total, metrics = code_loss(params, z, batch, model=model, config=config)
     return total, (updates.get("batch_stats", batch_stats), metrics)
+
+
+# Gradient caching (Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under
+# Memory Limited Setup") when `contrastive_chunks` C > 1. The loss couples the whole global
+# batch, but the model maps each image to its z alone, so dL/dparams is the sum over chunks
+# of the vector-Jacobian product of dz_chunk/dparams with dL/dz_chunk, plus the direct
+# gradient of Eb. Phase 1 embeds the chunks forward only; phase 2 differentiates the loss
+# with respect to z and Eb; phase 3 embeds each chunk again and pulls dL/dz_chunk back
+# through it. Peak memory is one chunk's activations, at the price of a second forward pass.
+# The gradient equals the unchunked step's unless BatchNorm normalises by batch statistics
+# (it then uses each chunk's) or dropout is on (its masks are drawn per chunk).
+
+
+def split_chunks(batch, chunks: int):
+    """Every field [B_dev, ...] -> [chunks, B_dev / chunks, ...]: contiguous chunks."""
+    size = batch["valid"].shape[0]
+    if size % chunks:
+        raise ValueError(f"a device's batch of {size} images does not split into "
+                         f"contrastive_chunks={chunks} equal chunks")
+    return jax.tree.map(lambda x: x.reshape(chunks, size // chunks, *x.shape[1:]), batch)
+
+
+def embed_chunk(params, batch_stats, chunk, rng, index, *, model):
+    """One chunk (fields [B_dev / C, ...]) -> (z [B_dev / C, D], BatchNorm statistics after
+    it), in training mode with the dropout key fold_in(rng, index)."""
+    z, updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, chunk, train=True,
+        rngs={"dropout": jax.random.fold_in(rng, index)}, mutable=["batch_stats"])
+    return z, updates.get("batch_stats", batch_stats)
+
+
+def embed_chunks(params, batch_stats, chunks, rng, *, model):
+    """Phase 1: chunks (fields [C, B_dev / C, ...]) -> (z [B_dev, D], batch_stats), forward
+    only, no activations kept. The BatchNorm statistics pass through the chunks in order, so
+    the running averages see every chunk."""
+
+    def body(stats, inputs):
+        index, chunk = inputs
+        z, stats = embed_chunk(params, stats, chunk, rng, index, model=model)
+        return stats, z
+
+    indices = jnp.arange(chunks["valid"].shape[0])
+    batch_stats, z = jax.lax.scan(body, batch_stats, (indices, chunks))
+    return z.reshape(-1, z.shape[-1]), batch_stats
+
+
+def code_gradients(params, z, batch, *, model, config):
+    """Phase 2: the loss of the embeddings z [B_dev, D] over the global batch, differentiated
+    -> (dL/dparams, nonzero for Eb only; dL/dz [B_dev, D]; metrics)."""
+    grad_fn = jax.grad(code_loss, argnums=(0, 1), has_aux=True)
+    (param_grads, z_grads), metrics = grad_fn(params, z, batch, model=model, config=config)
+    return param_grads, z_grads, metrics
+
+
+def embedding_gradients(params, batch_stats, chunks, z_grads, rng, *, model):
+    """Phase 3: the sum over chunks of dL/dz_chunk [B_dev / C, D] (z_grads [C, B_dev / C, D])
+    pulled back through z_chunk(params) -> dL/dparams. Each chunk is embedded again exactly
+    as in phase 1 (same dropout key, same BatchNorm statistics before it); one chunk's
+    activations are alive at a time."""
+
+    def body(carry, inputs):
+        stats, total = carry
+        index, chunk, z_grad = inputs
+        _, pull_back, stats = jax.vjp(
+            lambda p: embed_chunk(p, stats, chunk, rng, index, model=model), params,
+            has_aux=True)
+        (grads,) = pull_back(z_grad)
+        return (stats, jax.tree.map(jnp.add, total, grads)), None
+
+    indices = jnp.arange(z_grads.shape[0])
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (_, grads), _ = jax.lax.scan(body, (batch_stats, zeros), (indices, chunks, z_grads))
+    return grads
+
+
+def chunked_gradients(params, batch_stats, batch, rng, *, model, config):
+    """The gradient of `loss_fn` by gradient caching in `config.contrastive_chunks` chunks
+    -> (grads, batch_stats, metrics)."""
+    chunks = split_chunks(batch, config.contrastive_chunks)
+    z, new_batch_stats = embed_chunks(params, batch_stats, chunks, rng, model=model)
+    code_grads, z_grads, metrics = code_gradients(params, z, batch, model=model, config=config)
+    z_grads = z_grads.reshape(config.contrastive_chunks, -1, z_grads.shape[-1])
+    model_grads = embedding_gradients(params, batch_stats, chunks, z_grads, rng, model=model)
+    grads = jax.tree.map(jnp.add, code_grads, model_grads)
+    return grads, new_batch_stats, metrics
+
+
+def gradients(params, batch_stats, batch, rng, *, model, config):
+    """(grads, batch_stats, metrics) of `loss_fn` on one device's share: one value_and_grad,
+    or gradient caching when `config.contrastive_chunks` > 1."""
+    if config.contrastive_chunks > 1:
+        return chunked_gradients(params, batch_stats, batch, rng, model=model, config=config)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, (batch_stats, metrics)), grads = grad_fn(
+        params, batch_stats, batch, rng, model=model, config=config)
+    return grads, batch_stats, metrics
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, config, schedule
                ) -> tuple[TrainState, dict]:
     """One optimisation step on one device's share of the batch (run under pmap)."""
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(AXIS))
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, (batch_stats, metrics)), grads = grad_fn(
+    grads, batch_stats, metrics = gradients(
         state.params, state.batch_stats, batch, rng, model=model, config=config)
     # Every loss already averages over the global batch: a pmean of the per-device
     # gradients is the gradient of that global mean.
@@ -266,14 +380,25 @@ def restore_checkpoint(manager: ocp.CheckpointManager, state: TrainState, iterat
 
 
 class MetricWriter:
-    """metrics.jsonl and TensorBoard event files (process 0 only)."""
+    """metrics.jsonl and TensorBoard event files (process 0 only).
 
-    def __init__(self, workdir: str):
+    A resumed run first drops the lines of steps after `start_step` (logged after the last
+    checkpoint by the interrupted run), so that every step appears once."""
+
+    def __init__(self, workdir: str, start_step: int = 0):
         self.enabled = jax.process_index() == 0
         if self.enabled:
             from tensorboardX import SummaryWriter
 
-            self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            path = os.path.join(workdir, "metrics.jsonl")
+            if os.path.exists(path):
+                with open(path) as f:
+                    kept = [line for line in f
+                            if line.strip() and json.loads(line)["step"] <= start_step]
+                with open(path + ".tmp", "w") as f:
+                    f.writelines(kept)
+                os.replace(path + ".tmp", path)
+            self.jsonl = open(path, "a")  # noqa: SIM115
             self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
@@ -332,7 +457,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if config.coordinator_address:
         jax.distributed.initialize(config.coordinator_address, config.num_processes,
                                    config.process_id)
-    save_run_info(config, workdir)
+    changes = check_resume(config, workdir)  # before anything is written
+    if jax.process_index() == 0:  # one writer for the files every process would write alike
+        save_run_info(config, workdir)
+        record_config_changes(workdir, changes)
     iterator, batch = create_data(config, workdir)
     model = create_model(config, axis_name=AXIS)
     schedule = learning_rate_schedule(config)
@@ -345,16 +473,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         state = restore_checkpoint(manager, state, iterator)
         print(f"resumed from step {int(state.step)} in {workdir}", flush=True)
     start_step = int(state.step)
-    state = flax.jax_utils.replicate(state)
+    # On a mesh axis named like pmap's own outputs: the step's first call, fed this state,
+    # then compiles the same program as its later calls, fed the step's outputs.
+    state = flax.jax_utils.replicate(state, axis_name=AXIS)
 
     p_train_step = jax.pmap(
         functools.partial(train_step, model=model, config=config, schedule=schedule),
         axis_name=AXIS, donate_argnums=(0,))
-    rng = flax.jax_utils.replicate(jax.random.PRNGKey(config.seed + 1))
+    rng = flax.jax_utils.replicate(jax.random.PRNGKey(config.seed + 1), axis_name=AXIS)
     sharded_batch = shard(batch)
     del batch
     images_per_step = batch_composition(config).batch_size * jax.process_count()
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, start_step)
     n_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
     print(f"training {n_params / 1e6:.2f}M parameters on {jax.device_count()} "
           f"{jax.default_backend()} devices, {images_per_step} images per step, "
@@ -429,27 +559,68 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and the config go.")
 
 
+def fail(message: str) -> None:
+    """Ends the program with one line on stderr and exit status 2."""
+    print(f"train: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of a config or flag error on one line: without an inner traceback, the
+    quotes of a repr, escapes or line breaks."""
+    text = str(error.args[0]) if error.args else str(error)
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1].replace("\\'", "'").replace("\\n", "\n")
+    before, traceback, after = text.partition("Traceback (most recent call last):")
+    if traceback:
+        lines = [line.strip() for line in after.splitlines() if line.strip()]
+        text = before + (lines[-1] if lines else "")
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def parse_flags(argv: list[str]) -> None:
+    """Parses and loads the flags, ending with one line for a wrong file or field."""
+    for arg, following in zip(argv, [*argv[1:], ""], strict=True):
+        path = arg.partition("=")[2] if arg.startswith("--config=") else (
+            following if arg == "--config" else "")
+        path = path.partition(":")[0]
+        if path and not os.path.isfile(path):
+            fail(f"no config file {path}; the configs are in configs/ "
+                 "(demo.py, pretrain.py, full.py, ...)")
+    try:
+        FLAGS(argv)
+        FLAGS.config  # noqa: B018 - loading the file applies the --config.X overrides
+    except Exception as error:  # noqa: BLE001 - absl and ml_collections raise many kinds
+        fail(f"{one_line(error)} (see `oscar train -h`)")
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax reports every file it writes at INFO
     if FLAGS.config is None or FLAGS.workdir is None:
-        raise app.UsageError("give --config configs/X.py and --workdir DIR")
+        fail("give --config configs/X.py and --workdir DIR (see `oscar train -h`)")
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except RecordsNotFoundError as e:
-        print(str(e), file=sys.stderr)
-        sys.exit(2)
+    except (RecordsNotFoundError, ConfigConflictError) as e:
+        fail(str(e))
+    except ValueError as e:  # a config that cannot train (batch splits, initialisation)
+        if os.environ.get("OSCAR_DEBUG"):
+            raise
+        fail(f"{e} (OSCAR_DEBUG=1 shows the traceback)")
 
 
 def run_command_line(argv: list[str]) -> int:
     """`oscar train ...` and `python -m oscar_jax.train ...`: `argv[0]` is the program name,
     then the flags. `-h` and `--help` print the short help (absl's own `--help` lists every
-    library's flags) and exit 0."""
+    library's flags) and exit 0; a wrong flag, config file or field is one line and exit 2."""
     define_flags()
     wants_help = any(arg in ("-h", "--help", "--helpshort") for arg in argv[1:])
     argv = [("--helpshort" if arg in ("-h", "--help") else arg) for arg in argv]
     try:
-        app.run(main, argv=argv)
+        if wants_help:
+            app.run(main, argv=argv)
+        parse_flags(argv)
+        app.run(main, argv=argv, flags_parser=lambda parsed: parsed)
     except SystemExit as exit_:
         if wants_help:
             return 0

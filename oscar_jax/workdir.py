@@ -9,16 +9,21 @@ attribution, which never import the trainer:
                          path repeats exactly that on new images
     checkpoints/<step>/  orbax: `state` (params, batch_stats, optimiser) and `data` (iterator)
 
-This module imports only the model definition from the package.
+A trained model is identified by `model_fingerprint`: codes, indexes and trusted databases
+carry it, and refuse to mix with codes of another model.
+
+This module imports only the model definition and the config defaults from the project.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
 import platform
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import flax
@@ -28,6 +33,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from configs.common import get_base_config
 from oscar_jax.models import oscar
 
 CHECKPOINTS = "checkpoints"
@@ -50,11 +56,87 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+# Fields that may change when a run resumes: they steer logging, length and where the
+# processes and files are, never the shapes, the data or the arithmetic of a step.
+RESUMABLE_FIELDS = frozenset({
+    "total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "report_at_end",
+    "data_workers", "data_dir", "eval_split", "coordinator_address", "num_processes",
+    "process_id",
+})
+CONFIG_CHANGES = "config_changes.jsonl"  # one line per resume that changed a harmless field
+
+
+class ConfigConflictError(ValueError):
+    """The requested config differs from the one a workdir's checkpoints were trained with."""
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        flat = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+def config_differences(old: Mapping, new: Mapping) -> dict[str, tuple[Any, Any]]:
+    """Dotted field -> (old, new) for every field that differs; a missing field is None.
+
+    A field that `old` lacks because it was added to the configs later counts as its
+    default (`configs.common.get_base_config`), which is what the old run trained with."""
+    normalise = lambda c: _flatten(json.loads(  # noqa: E731 - tuples and lists compare equal
+        ml_collections.ConfigDict(dict(c)).to_json_best_effort()))
+    old_flat, new_flat = normalise(old), normalise(new)
+    defaults = normalise(get_base_config())
+    old_flat.update({key: defaults[key] for key in new_flat.keys() - old_flat.keys()
+                     if key in defaults})
+    return {key: (old_flat.get(key), new_flat.get(key))
+            for key in sorted(old_flat.keys() | new_flat.keys())
+            if old_flat.get(key) != new_flat.get(key)}
+
+
+def has_checkpoints(workdir: str) -> bool:
+    folder = os.path.join(workdir, CHECKPOINTS)
+    return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str) -> dict[str, tuple[Any, Any]]:
+    """Compares a requested config with the one a workdir with checkpoints was trained with.
+
+    Returns the harmless differences (`RESUMABLE_FIELDS`), which the caller records; raises
+    `ConfigConflictError` naming every other differing field. Writes nothing.
+    """
+    if not has_checkpoints(workdir) or not os.path.exists(os.path.join(workdir, "config.json")):
+        return {}
+    changes = config_differences(load_config(workdir), config)
+    conflicts = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
+    if conflicts:
+        listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in conflicts.items())
+        raise ConfigConflictError(
+            f"{workdir} holds checkpoints trained with another config ({listed}); nothing "
+            f"was written. Train into a new --workdir, or resume with the config in "
+            f"{os.path.join(workdir, 'config.json')} (drop the differing overrides)."
+        )
+    return changes
+
+
+def record_config_changes(workdir: str, changes: Mapping[str, tuple[Any, Any]]) -> None:
+    """Appends the harmless changes of a resume to the workdir's CONFIG_CHANGES log."""
+    if not changes:
+        return
+    steps = [int(name) for name in os.listdir(os.path.join(workdir, CHECKPOINTS))
+             if name.isdigit()]
+    entry = {"resumed_after_step": max(steps), "command": sys.argv,
+             "changes": {k: {"old": old, "new": new} for k, (old, new) in changes.items()}}
+    with open(os.path.join(workdir, CONFIG_CHANGES), "a") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
+
+
 def save_run_info(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Writes the resolved config and the versions of everything that shapes the result."""
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    write_atomically(os.path.join(workdir, "config.json"),
+                     config.to_json_best_effort(indent=2, sort_keys=True))
     packages = ["jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
                 "tensorflow-datasets", "numpy", "opencv-python-headless", "ml-collections"]
     versions = {}
@@ -71,8 +153,16 @@ def save_run_info(config: ml_collections.ConfigDict, workdir: str) -> None:
         "process_count": jax.process_count(),
         "command": sys.argv,
     }
-    with open(os.path.join(workdir, "versions.json"), "w") as f:
-        json.dump(info, f, indent=2)
+    write_atomically(os.path.join(workdir, "versions.json"), json.dumps(info, indent=2))
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Writes `text` to `path` through a temporary file, so that a reader (another process of
+    a multi-host job checking the config) sees the old file or the new one, never half."""
+    partial = f"{path}.{os.getpid()}.partial"
+    with open(partial, "w") as f:
+        f.write(text)
+    os.replace(partial, path)
 
 
 def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = None
@@ -169,6 +259,24 @@ def restore_state(workdir: str, step: int | None = None) -> dict:
                             )["state"]
     manager.close()
     return state
+
+
+def model_fingerprint(variables: Mapping[str, Any], config: ml_collections.ConfigDict,
+                      settings: Mapping[str, Any]) -> str:
+    """A stable id of a trained model: 16 hex digits of SHA-256 over every parameter and
+    BatchNorm statistic (name, dtype, shape, bytes), the model config and the settings of
+    the records it hashes like. Equal ids mean equal codes for every image; retraining or
+    resuming changes the id."""
+    digest = hashlib.sha256()
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
+    for path in sorted(flat):
+        array = np.ascontiguousarray(np.asarray(flat[path]))
+        digest.update(f"{'/'.join(path)}|{array.dtype}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    digest.update(json.dumps({"model": config.model.to_dict(),
+                              "compute_dtype": config.get("compute_dtype"),
+                              "records": dict(settings)}, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def restore_inference(workdir: str, step: int | None = None):

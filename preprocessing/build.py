@@ -6,6 +6,9 @@ r"""Builds scene-graph records: `python -m preprocessing.build --dataset NAME [o
     python -m preprocessing.build --dataset oscar_demo --detector coco_json \
         --detector_option path=detections.json                          # Mask R-CNN from elsewhere
     python -m preprocessing.build --dataset oscar_demo --beam        # as an Apache Beam pipeline
+    python -m preprocessing.build --dataset oscar_demo --beam_runner FlinkRunner \
+        --beam_option flink_master=HOST:8081 --beam_option environment_type=DOCKER \
+        --beam_option sdk_container_image=IMAGE   # on a cluster that shares --data_dir
 
 Resumable: kill it at any moment and run the same command again; finished work is reused
 and the records are the same as those of an uninterrupted run. Every input gets one outcome
@@ -18,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import json
+import logging as std_logging
 import os
 import shutil
 import sys
@@ -26,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import app, flags, logging
 
 from preprocessing.datasets import base
 from preprocessing.datasets.distractors import Distractors
@@ -132,6 +136,39 @@ def _parse_options(pairs: Sequence[str], *, typed: bool) -> dict[str, Any]:
     return options
 
 
+def beam_pipeline(runner: str | None = None, options: Sequence[str] = (), workers: int = 0):
+    """(runner, PipelineOptions) for TFDS's `DownloadConfig(beam_runner=, beam_options=)`.
+
+    Args:
+      runner: a Beam runner name (DirectRunner, FlinkRunner, SparkRunner, DataflowRunner, ...)
+        or the dotted path of a runner class; None: the DirectRunner.
+      options: pipeline options as `key=value` (or `key` for a switch), e.g.
+        `flink_master=host:8081`; Beam warns about, and ignores, names it does not know.
+      workers: DirectRunner worker processes (multi-processing mode); 0: in-process.
+    """
+    root = std_logging.getLogger()
+    level = root.level
+    root.setLevel(std_logging.ERROR)
+    try:  # Beam warns on the root logger that Google Cloud clients, unused here, are absent
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from apache_beam.runners import create_runner
+    finally:
+        root.setLevel(level)
+
+    try:  # a wrong name, or a runner whose extra is not installed, fails before any work
+        beam_runner = create_runner(runner or "DirectRunner")
+    except ImportError as e:
+        raise ValueError(f"Beam runner {runner}: {e}") from e
+    args = [f"--{option.lstrip('-')}" for option in options]
+    if workers:
+        if not type(beam_runner).__name__.endswith("DirectRunner"):
+            raise ValueError(f"--beam_workers is a DirectRunner setting; {runner} takes its "
+                             "parallelism from its own options (--beam_option ...)")
+        args = ["--direct_num_workers", str(workers),
+                "--direct_running_mode", "multi_processing", *args]
+    return beam_runner, PipelineOptions(args)
+
+
 def build(
     dataset: str,
     *,
@@ -141,6 +178,8 @@ def build(
     manual_dir: str | None = None,
     beam: bool = False,
     beam_workers: int = 0,
+    beam_runner: str | None = None,
+    beam_options: Sequence[str] = (),
     overwrite: bool = False,
     verbose: bool = True,
 ) -> BuildResult:
@@ -152,8 +191,10 @@ def build(
       config: a config name of that builder, or a config object (see `make_config`).
       workers: worker processes (0: everything in this process).
       manual_dir: folder of manually downloaded inputs (PS-Battles).
-      beam: run the builders as an Apache Beam pipeline on the DirectRunner.
+      beam: run the builders as an Apache Beam pipeline (on the DirectRunner by default).
       beam_workers: DirectRunner worker processes (0: in-process).
+      beam_runner: Beam runner name (implies `beam`); see `beam_pipeline`.
+      beam_options: Beam pipeline options as `key=value` (implies `beam`).
       overwrite: rewrite the records even if they exist (finished chunks are still reused).
       verbose: print the summary table.
     """
@@ -170,15 +211,10 @@ def build(
         download_mode=(tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
                        else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS),
     )
-    if beam:
-        import apache_beam as beam_sdk
-        from apache_beam.options.pipeline_options import PipelineOptions
-
-        options = ["--direct_num_workers", str(beam_workers),
-                   "--direct_running_mode", "multi_processing"] if beam_workers else []
-        download_config = dataclasses.replace(
-            download_config, beam_runner=beam_sdk.runners.DirectRunner(),
-            beam_options=PipelineOptions(options))
+    if beam or beam_runner or beam_options:
+        runner, options = beam_pipeline(beam_runner, beam_options, beam_workers)
+        download_config = dataclasses.replace(download_config, beam_runner=runner,
+                                              beam_options=options)
 
     start = time.perf_counter()
     already_built = os.path.isdir(builder.data_dir) and not overwrite
@@ -267,6 +303,10 @@ def define_flags() -> None:
     flags.DEFINE_multi_string("set", [], "field=value override of the builder config.")
     flags.DEFINE_bool("beam", False, "Run as an Apache Beam pipeline (DirectRunner).")
     flags.DEFINE_integer("beam_workers", 0, "DirectRunner worker processes.")
+    flags.DEFINE_string("beam_runner", None, "Beam runner (implies --beam): DirectRunner, "
+                        "FlinkRunner, SparkRunner, DataflowRunner, ...")
+    flags.DEFINE_multi_string("beam_option", [], "key=value Beam pipeline option (implies "
+                              "--beam), e.g. flink_master=HOST:8081.")
     flags.DEFINE_bool("overwrite", False, "Rewrite the records even if they exist.")
     flags.DEFINE_string("export_views", None, "Write every view as DIR/<key>.png instead of "
                         "building, to run a detector elsewhere and come back with coco_json.")
@@ -275,6 +315,10 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:  # TFDS and Beam report every file at INFO
+        logging.set_verbosity(logging.WARNING)
+        std_logging.getLogger("tensorflow_datasets").setLevel(std_logging.WARNING)
+        std_logging.getLogger("apache_beam").setLevel(std_logging.WARNING)
     try:
         config = make_config(
             FLAGS.dataset, FLAGS.config, overrides=_parse_options(FLAGS.set, typed=False),
@@ -290,7 +334,8 @@ def main(argv: Sequence[str]) -> int:
             return 1 if summary["totals"]["error"] else 0
         result = build(FLAGS.dataset, data_dir=FLAGS.data_dir, config=config,
                        workers=FLAGS.workers, manual_dir=FLAGS.manual_dir, beam=FLAGS.beam,
-                       beam_workers=FLAGS.beam_workers, overwrite=FLAGS.overwrite)
+                       beam_workers=FLAGS.beam_workers, beam_runner=FLAGS.beam_runner,
+                       beam_options=FLAGS.beam_option, overwrite=FLAGS.overwrite)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

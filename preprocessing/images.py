@@ -16,7 +16,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import warnings
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -27,6 +29,13 @@ ImageSource = str | os.PathLike | bytes | bytearray | memoryview
 # 8000 x 8000: larger than any camera photo that matters here, small enough that a forged
 # header cannot make a worker allocate gigabytes.
 DEFAULT_MAX_PIXELS = 64_000_000
+# Files larger than this are refused before they are read (the largest image a camera or an
+# editor writes is far smaller; /dev/zero and the like are refused as non-regular files).
+DEFAULT_MAX_BYTES = 256 * 2**20
+# What a folder given as input is searched for (recursively, hidden entries skipped).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm"}
+)
 # Composite transparent pixels on white, as browsers and social platforms display them.
 DEFAULT_BACKGROUND = (255, 255, 255)
 
@@ -48,19 +57,59 @@ def _describe(source: ImageSource, name: str | None) -> str:
     return os.fspath(source)
 
 
-def read_bytes(source: ImageSource, label: str) -> bytes:
-    """The bytes of a path or of bytes; ImageDecodeError naming `label` when unreadable."""
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def read_bytes(source: ImageSource, label: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a path or of bytes; ImageDecodeError naming `label` when unreadable.
+
+    Only regular files are read, and only up to `max_bytes`: both are checked before the
+    file is opened, so a FIFO cannot block and a device cannot fill the memory."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     try:
+        info = os.stat(source)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _file_kind(info.st_mode)
+            hint = "; pass the image files inside it" if kind == "a directory" else ""
+            raise ImageDecodeError(label, f"is {kind}, not an image file{hint}")
+        if info.st_size > max_bytes:
+            raise ImageDecodeError(label, f"{info.st_size} bytes exceeds the limit of "
+                                          f"{max_bytes} bytes for one image")
         with open(source, "rb") as f:
-            return f.read()
+            data = f.read(max_bytes + 1)
     except FileNotFoundError as e:
         raise ImageDecodeError(label, "file not found") from e
-    except IsADirectoryError as e:
-        raise ImageDecodeError(label, "is a directory, not an image file") from e
     except OSError as e:
         raise ImageDecodeError(label, f"cannot read file: {e.strerror or e}") from e
+    if len(data) > max_bytes:
+        raise ImageDecodeError(label, f"grew past the limit of {max_bytes} bytes while read")
+    return data
+
+
+def image_files(paths: Sequence[str]) -> list[str]:
+    """`paths` with every directory replaced by the image files under it (recursively, by
+    the extensions of `IMAGE_EXTENSIONS`, hidden entries skipped, sorted). Other paths are
+    kept as given, so that reading them reports what is wrong with them."""
+    out = []
+    for path in paths:
+        if not os.path.isdir(path):
+            out.append(path)
+            continue
+        found = []
+        for directory, folders, files in os.walk(path):
+            folders[:] = sorted(f for f in folders if not f.startswith("."))
+            found.extend(os.path.join(directory, f) for f in files
+                         if not f.startswith(".")
+                         and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+        out.extend(sorted(found))
+    return out
 
 
 def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> np.ndarray:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -331,3 +333,88 @@ def test_exported_views_come_back_through_coco_json(tmp_path, micro_build):
     for record in read_records(result.builder.data_dir).values():
         assert record["node_mask"].sum() == 2  # the imported object and the background
         np.testing.assert_allclose(record["geometry"][0][:4], [0.5, 0.5, 0.5, 0.5], atol=0.03)
+
+
+# ---- Beam runners --------------------------------------------------------------------------
+
+def test_beam_worker_processes_make_the_same_records(tmp_path):
+    """The DirectRunner in multi-processing mode (SDK workers in their own processes) writes
+    the records the in-process pipeline writes, every feature of every record."""
+    import psutil
+
+    workers, done = set(), threading.Event()
+
+    def watch():  # the SDK worker processes the DirectRunner starts
+        while not done.wait(0.2):
+            for child in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    # The Python processes themselves, not the shells that start them.
+                    if "apache_beam.runners.worker.sdk_worker_main" in child.cmdline():
+                        workers.add(child.pid)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        spread = build.build("oscar_demo", data_dir=str(tmp_path / "processes"), config="tiny",
+                             beam=True, beam_workers=2, verbose=False)
+    finally:
+        done.set()
+        watcher.join()
+    assert len(workers) >= 2, workers
+    single = build.build("oscar_demo", data_dir=str(tmp_path / "in_process"), config="tiny",
+                         beam=True, verbose=False)
+    assert spread.summary["totals"] == single.summary["totals"]
+    assert spread.summary["totals"]["error"] == 0, spread.summary["reasons"]
+    records = read_records(spread.builder.data_dir)
+    assert len(records) == spread.summary["totals"]["ok"] > 0
+    assert_same_records(records, read_records(single.builder.data_dir))
+
+
+def test_beam_runner_and_options_reach_the_pipeline(monkeypatch, tmp_path):
+    runner, options = build.beam_pipeline("FlinkRunner", ["flink_master=host:8081",
+                                                          "--environment_type=LOOPBACK"])
+    assert type(runner).__name__ == "FlinkRunner"
+    chosen = options.get_all_options()
+    assert chosen["flink_master"] == "host:8081" and chosen["environment_type"] == "LOOPBACK"
+    runner, options = build.beam_pipeline(None, ["save_main_session"], workers=3)
+    chosen = options.get_all_options()
+    assert type(runner).__name__.endswith("DirectRunner") and chosen["save_main_session"]
+    assert (chosen["direct_num_workers"], chosen["direct_running_mode"]) == (
+        3, "multi_processing")
+    with pytest.raises(ValueError, match="Unexpected pipeline runner"):
+        build.beam_pipeline("NoSuchRunner")
+    with pytest.raises(ValueError, match="DirectRunner setting"):
+        build.beam_pipeline("SparkRunner", workers=2)
+
+    class Captured(Exception):
+        pass
+
+    seen = {}
+
+    def capture(self, *, download_config):
+        seen["config"] = download_config
+        raise Captured  # stop before any work
+
+    monkeypatch.setattr(base.SceneGraphBuilder, "download_and_prepare", capture)
+    with pytest.raises(Captured):
+        build.build("oscar_demo", data_dir=str(tmp_path), config=micro_config(),
+                    beam_runner="SparkRunner", beam_options=["spark_master_url=spark://h:7077"],
+                    verbose=False)
+    assert type(seen["config"].beam_runner).__name__ == "SparkRunner"
+    assert seen["config"].beam_options.get_all_options()["spark_master_url"] == "spark://h:7077"
+
+
+def test_cli_runs_a_beam_runner_given_by_name(tmp_path, micro_build):
+    command = [sys.executable, "-m", "preprocessing.build", "--dataset", "oscar_demo",
+               "--config", "tiny", "--config_name", "micro", "--workers", "0",
+               "--data_dir", str(tmp_path)] + [f"--set={k}={v}" for k, v in MICRO.items()]
+    result = subprocess.run(command + ["--beam_runner", "DirectRunner", "--beam_option",
+                                       "direct_running_mode=in_memory"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "outcome log" in result.stdout
+    path = os.path.join(str(tmp_path), "oscar_demo", "micro", "1.1.0")
+    assert_same_records(read_records(path), read_records(micro_build.builder.data_dir))
+    wrong = subprocess.run(command + ["--beam_runner", "NoSuchRunner"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "Unexpected pipeline runner" in wrong.stderr

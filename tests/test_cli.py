@@ -82,3 +82,34 @@ def test_the_python_m_forms_run(command):
                           check=False)
     assert done.returncode == 0, done.stderr
     assert "--workdir" in done.stdout
+
+
+def test_an_unknown_split_is_one_line(tiny_trained, tmp_path, capsys):
+    _, records, _ = tiny_trained
+    assert cli.main(["evaluate", "--records", str(records), "--split", "nosuch",
+                     "--methods", "ahash", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("oscar evaluate: error: ") and "nosuch" in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_serve_on_a_busy_port_is_one_line(tmp_path, capsys):
+    import socket
+
+    from oscar_jax.attribution.database import TrustedDatabase
+    from preprocessing.images import encode_png
+    from tests.samples import photo
+
+    image = tmp_path / "coffee.png"
+    image.write_bytes(encode_png(photo("coffee", 96)))
+    db = str(tmp_path / "db.sqlite")
+    with TrustedDatabase.create(db, method="phash") as created:
+        created.add([str(image)], progress=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["serve", "--db", db, "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("oscar serve: error: ") and str(port) in err
+    assert len(err.strip().splitlines()) == 1, err

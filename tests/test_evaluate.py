@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -252,3 +253,76 @@ def test_code_length_plot_from_models_of_several_lengths(tmp_path):
     assert [p[1] for p in plots.code_length_points(report)] == [32, 64]
     assert plots.write_plots(report, str(tmp_path)) == ["code_length.png"]
     assert (tmp_path / "code_length.png").stat().st_size > 1000
+
+
+def test_distractors_made_with_other_settings_are_refused(trained, tmp_path):
+    workdir, records = trained
+    other = tmp_path / "distractors"
+    shutil.copytree(records, other)
+    metadata = json.loads((other / "metadata.json").read_text())
+    metadata["config"]["crop_size"], metadata["config"]["max_objects"] = 224, 16
+    (other / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ValueError) as error:
+        evaluate(workdir=workdir, methods=["ahash"], distractors=f"{other}:train",
+                 out=str(tmp_path), plots=False)
+    message = str(error.value)
+    assert "crop_size 224 (evaluated records: " in message
+    assert "max_objects 16" in message and "Rebuild" in message
+    # The same folder with the evaluated settings is accepted.
+    shutil.copy(os.path.join(records, "metadata.json"), other / "metadata.json")
+    assert codesets.resolve_distractors(f"{other}:train", records) == (str(other), "train")
+
+
+def test_query_record_equals_the_stored_record_field_by_field(trained):
+    """For every full-size photo original of the records (at least two), the query path's
+    record equals the builder's stored record in each model field, and different photos get
+    different codes."""
+    workdir, records = trained
+    maker = ImageRecordMaker(json.load(open(os.path.join(workdir, RECORDS_JSON))))
+    photos = oscar_demo.photo_paths()
+    stored = {}
+    for split in ("train", "test"):
+        batch = next(input_pipeline.read_split(records, split, batch_size=1000))
+        for i, key in enumerate(batch["key"]):
+            if key.endswith("/0/0") and key.split("/")[0] in photos:
+                stored[key.split("/")[0]] = {k: v[i] for k, v in batch.items()}
+    assert len(stored) >= 2, f"the tiny records hold two full-size photos: {sorted(stored)}"
+    for name, record in stored.items():
+        rebuilt = maker.record(photos[name])
+        for field in input_pipeline.MODEL_FIELDS:
+            np.testing.assert_array_equal(rebuilt[field], record[field],
+                                          err_msg=f"{name}: field {field}")
+    codes = load_hasher(workdir).hash_records(
+        {k: np.stack([r[k] for r in stored.values()]) for k in input_pipeline.MODEL_FIELDS})
+    assert len({bytes(c) for c in codes}) == len(stored), "different photos, different codes"
+
+
+def test_seed_spread_and_the_comparison_beside_it():
+    from oscar_jax.evaluation.report import format_comparison, headline, seed_spread
+
+    def report(mmap, fpr, fnr, phash_mmap=0.15):
+        return {"methods": {
+            "oscar": {"workdir": "runs/demo", "benchmark_one": {"mmAP": mmap},
+                      "separation": {"separation": 0.6},
+                      "attribution": {"FPR": fpr, "FNR": fnr}},
+            "phash": {"workdir": None, "benchmark_one": {"mmAP": phash_mmap},
+                      "separation": {"separation": 0.49},
+                      "attribution": {"FPR": 0.1, "FNR": 0.8}},
+            "pdq": {"workdir": None, "benchmark_one": {"mmAP": 0.25},
+                    "separation": {"separation": 0.48},
+                    "attribution": {"FPR": 0.0, "FNR": 0.9}}}}
+
+    assert headline(report(0.1, 0.2, 0.3))["oscar"]["Table 6 FPR+FNR"] == pytest.approx(0.5)
+    spread = seed_spread([report(0.1, 0.2, 0.3), report(0.2, 0.2, 0.5), report(0.3, 0.2, 0.4)])
+    mmap = spread["oscar"]["I: mmAP"]
+    assert mmap["mean"] == pytest.approx(0.2) and mmap["std"] == pytest.approx(0.1)
+    assert (mmap["min"], mmap["max"], mmap["runs"]) == (0.1, 0.3, 3)
+    assert spread["oscar"]["Table 6 FPR"]["std"] == pytest.approx(0.0, abs=1e-12)
+    rows = {line.split(" | ")[0].lstrip("| "): line
+            for line in format_comparison(report(0.12, 0.2, 0.3), spread).splitlines()[2:]}
+    assert rows["I: mmAP"] == (
+        "| I: mmAP | 0.1200 | 0.2000 +- 0.1000 (0.1000-0.3000, 3) | pdq 0.2500 |")
+    assert rows["Table 6 FPR"].endswith("| pdq 0.0000 |")  # lower is better
+    assert rows["separation"].endswith("| phash 0.4900 |")  # higher is better
+    with pytest.raises(ValueError, match="no method 'oscar'"):
+        format_comparison({"methods": {}}, spread)

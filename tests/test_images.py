@@ -17,6 +17,7 @@ from preprocessing.images import (
     decode_jpeg,
     encode_jpeg,
     encode_png,
+    image_files,
 )
 from tests.bad_images import NAMES, write_corpus
 
@@ -176,6 +177,37 @@ def test_directory_gives_a_clear_error(tmp_path):
     assert "directory" in caught.value.reason
 
 
+def test_a_fifo_and_a_device_are_refused_without_reading(tmp_path):
+    """A FIFO would block open() and /dev/zero would be read until memory runs out."""
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(ImageDecodeError, match="FIFO"):
+        decode_image(fifo)
+    with pytest.raises(ImageDecodeError, match="character device"):
+        decode_image("/dev/zero")
+    assert time.monotonic() - started < 5
+
+
+def test_a_file_over_the_byte_limit_is_refused_before_reading(tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * 2048)
+    from preprocessing.images import read_bytes
+
+    with pytest.raises(ImageDecodeError, match="exceeds the limit of 1024 bytes"):
+        read_bytes(str(big), "big.png", max_bytes=1024)
+
+
+def test_folders_expand_to_their_images_recursively(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / ".hidden").mkdir()
+    for name in ("a/x.JPG", "a/b/y.png", "a/notes.txt", ".hidden/z.png", "a/.w.png"):
+        (tmp_path / name).write_bytes(b"")
+    lone = str(tmp_path / "lone.gif")
+    assert image_files([str(tmp_path), lone]) == [
+        str(tmp_path / "a" / "b" / "y.png"), str(tmp_path / "a" / "x.JPG"), lone]
+
+
 def test_jpeg_round_trip_within_small_error():
     image = _smooth(48, 80)
     for quality, mean, worst in ((95, 1.0, 8), (50, 3.0, 30)):
@@ -265,3 +297,19 @@ def test_shrink_to_fit_shrinks_the_longer_side_and_never_enlarges():
     strided = np.zeros((40, 80, 3), np.uint8)[::2, ::2]  # a slice, as crops are
     kept = shrink_to_fit(strided, 64)
     assert kept.shape == (20, 40, 3) and kept.flags.c_contiguous
+
+
+def test_progress_in_a_log_is_short_separate_lines():
+    import io
+
+    from preprocessing.progress import LOG_WIDTH, progress
+
+    log = io.StringIO()
+    with progress(total=5000, desc="hashing a long name " * 3, unit="image", stream=log) as bar:
+        for _ in range(5000):
+            bar.update()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert 2 <= len(lines) <= 4  # the start, the end and at most a timed line between
+    assert all(len(line) <= LOG_WIDTH for line in lines)
+    assert "5000/5000" in lines[-1]

@@ -55,15 +55,19 @@ def test_every_identity_once_per_epoch_and_deterministic_for_a_seed():
     assert any(not np.array_equal(planner(s)[0], other(s)[0]) for s in range(6))
 
 
-def test_host_shards_are_disjoint_and_cover_the_identities():
-    index = make_index(identities=9)
-    shards = [ip.BatchPlanner(index, ip.Composition(2, 2, 2), seed=0, shard_index=i,
-                              shard_count=3) for i in range(3)]
-    owned = [set(s.identities) for s in shards]
-    assert set.union(*owned) == set(np.unique(index.identity).tolist())
-    assert sum(len(o) for o in owned) == 9
-    for shard in shards:
-        assert set(index.identity[shard(0)[0]]) <= set(shard.identities)
+def test_hosts_share_out_the_one_host_batch():
+    # Three hosts with 2 originals each load, side by side, what one host with 6 loads.
+    index = make_index(identities=9, drop={(4, 2, 3), (7, 0, 1)})
+    one = ip.BatchPlanner(index, ip.Composition(6, 2, 2), seed=0)
+    hosts = [ip.BatchPlanner(index, ip.Composition(2, 2, 2), seed=0, shard_index=i,
+                             shard_count=3) for i in range(3)]
+    for step in range(5):
+        plans = [host(step) for host in hosts]
+        records, valid = one(step)
+        np.testing.assert_array_equal(np.concatenate([r for r, _ in plans]), records)
+        np.testing.assert_array_equal(np.concatenate([v for _, v in plans]), valid)
+        owned = [set(index.identity[r]) for r, _ in plans]
+        assert all(len(o) == 2 for o in owned) and len(set.union(*owned)) == 6
 
 
 def test_missing_views_and_variants_become_invalid_slots():

@@ -27,13 +27,11 @@ import hashlib
 import json
 import os
 import sqlite3
-import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from oscar_jax.attribution import gradcam, verification
 from oscar_jax.attribution.verdicts import (
@@ -45,9 +43,19 @@ from oscar_jax.attribution.verdicts import (
 )
 from oscar_jax.inference.hamming_index import HammingIndex, IndexFileError
 from oscar_jax.inference.hasher import load_hasher
-from preprocessing.images import decode_image, encode_png, read_bytes
+from preprocessing.images import (
+    DEFAULT_MAX_PIXELS,
+    decode_image,
+    encode_png,
+    read_bytes,
+    shrink_to_fit,
+)
+from preprocessing.progress import progress as show_progress
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the model's fingerprint is stored and checked
+_SQLITE_HEADER = b"SQLite format 3\0"
+# Heatmaps are computed and encoded at most this many pixels a side (a screen's worth).
+HEATMAP_SIDE = 1024
 
 
 class AttributionError(ValueError):
@@ -113,6 +121,7 @@ class TrustedDatabase:
         self._features = _FeatureCache()
         self._explainer = None
         self._index = HammingIndex(self.bits)
+        self.added_count = 0  # originals this handle has inserted (not other processes)
         self._load_index()
 
     # -- opening ---------------------------------------------------------------------------
@@ -137,6 +146,7 @@ class TrustedDatabase:
                                    "trained model")
         hasher = load_hasher(workdir, method)
         settings = {"schema_version": SCHEMA_VERSION, "method": method, "bits": hasher.bits,
+                    "fingerprint": hasher.fingerprint,
                     "workdir": os.path.abspath(workdir) if workdir else None,
                     "thresholds": dict(thresholds or default_thresholds(hasher.bits)),
                     "created_at": _now()}
@@ -157,29 +167,40 @@ class TrustedDatabase:
             raise AttributionError(f"no trusted database at {path}; create one with "
                                    f"`oscar attribute add --db {path} "
                                    "--workdir RUN IMAGE...`")
-        connection = cls._connect(path)
+        # Checked before SQLite opens it: SQLite would turn an empty file into a database.
+        with open(path, "rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+        if header != _SQLITE_HEADER:
+            what = "empty (0 bytes)" if not header else "not an SQLite file"
+            raise AttributionError(f"{path} is {what}, not a trusted database; restore it from "
+                                   "a backup or create a new one with `oscar attribute add`")
         try:
+            connection = cls._connect(path)
             rows = connection.execute("SELECT key, value FROM settings").fetchall()
         except sqlite3.DatabaseError as error:
-            connection.close()
-            raise AttributionError(f"{path} is not a trusted database ({error})") from error
+            raise AttributionError(f"{path} is not a readable trusted database ({error}); "
+                                   "restore it from a backup") from error
         settings = {k: json.loads(v) for k, v in rows}
         if settings.get("schema_version") != SCHEMA_VERSION:
             connection.close()
             raise AttributionError(f"{path} has schema version "
                                    f"{settings.get('schema_version')}, this version reads "
-                                   f"{SCHEMA_VERSION}")
+                                   f"{SCHEMA_VERSION}; add its originals to a new database "
+                                   "with `oscar attribute add`")
         workdir = workdir or settings["workdir"]
         if settings["method"] == "oscar" and not (workdir and os.path.isdir(workdir)):
             connection.close()
             raise AttributionError(f"the model of {path} was {settings['workdir']}, which is "
                                    "not there; pass --workdir with the same trained model")
         hasher = load_hasher(workdir, settings["method"])
-        if hasher.bits != settings["bits"]:
+        if hasher.fingerprint != settings["fingerprint"]:
             connection.close()
-            raise AttributionError(f"{workdir} makes {hasher.bits}-bit codes but {path} holds "
-                                   f"{settings['bits']}-bit codes; use the model it was made "
-                                   "with")
+            source = f"{workdir} is model" if settings["method"] == "oscar" else "this is"
+            raise AttributionError(
+                f"{path} holds codes of model {settings['fingerprint']} but {source} "
+                f"{hasher.fingerprint} (another run, or the run was trained further); pass "
+                "--workdir of the run the database was made with, or add the originals to a "
+                "new database with this model")
         settings["workdir"] = os.path.abspath(workdir) if workdir else None
         return cls(path, connection, settings, hasher)
 
@@ -256,10 +277,8 @@ class TrustedDatabase:
             if count and os.path.exists(self.index_path):
                 with contextlib.suppress(IndexFileError, OSError, ValueError):
                     cached = HammingIndex.load(self.index_path)
-                    code = self._db.execute("SELECT code FROM originals WHERE id = ?",
-                                            (last,)).fetchone()[0]
                     if (len(cached) == count and cached.bits == self.bits
-                            and cached.reconstruct([last])[0].tobytes() == code):
+                            and cached.info.get("codes_digest") == self._codes_digest()):
                         self._index, self._last_id = cached, int(last)
             if self._last_id != (last or 0):
                 self._index = HammingIndex(self.bits)
@@ -267,7 +286,16 @@ class TrustedDatabase:
                 if count:
                     self._save_index()
 
+    def _codes_digest(self) -> str:
+        """SHA-256 of every (id, code) row: the cached index is used only for exactly these."""
+        digest = hashlib.sha256(self._settings["fingerprint"].encode())
+        for entry_id, code in self._db.execute("SELECT id, code FROM originals ORDER BY id"):
+            digest.update(entry_id.to_bytes(8, "little", signed=True) + bytes(code))
+        return digest.hexdigest()
+
     def _save_index(self) -> None:
+        self._index.info = {"fingerprint": self._settings["fingerprint"],
+                            "codes_digest": self._codes_digest()}
         with contextlib.suppress(OSError):  # a read-only folder still answers queries
             self._index.save(self.index_path)
 
@@ -296,8 +324,8 @@ class TrustedDatabase:
         if not len(images) == len(names) == len(provenance):
             raise AttributionError("give one name and one provenance record per image")
         ids: list[int] = []
-        with tqdm(total=len(images), desc="adding originals", unit="image",
-                  disable=not progress, file=sys.stderr) as bar:
+        with show_progress(total=len(images), desc="adding originals", unit="image",
+                           disable=not progress) as bar:
             for start in range(0, len(images), batch_size):
                 part = slice(start, start + batch_size)
                 ids.extend(self._add_batch(images[part], names[part], provenance[part]))
@@ -329,6 +357,7 @@ class TrustedDatabase:
                     (name, digest, code.tobytes(), d, _mime(d), p.shape[1], p.shape[0],
                      json.dumps(dict(meta)), _now()))
                 ids.append(cursor.lastrowid)
+                self.added_count += 1
         return ids
 
     # -- reading ---------------------------------------------------------------------------
@@ -338,7 +367,7 @@ class TrustedDatabase:
         with self._lock:
             row = self._db.execute(
                 "SELECT id, name, sha256, width, height, provenance, added_at FROM originals "
-                "WHERE id = ?", (int(entry_id),)).fetchone()
+                "WHERE id = ?", (_entry_id(entry_id),)).fetchone()
         if row is None:
             raise KeyError(entry_id)
         keys = ("id", "name", "sha256", "width", "height", "provenance", "added_at")
@@ -351,7 +380,7 @@ class TrustedDatabase:
         """(encoded bytes, mime type) of an original, as it was added."""
         with self._lock:
             row = self._db.execute("SELECT image, mime FROM originals WHERE id = ?",
-                                   (int(entry_id),)).fetchone()
+                                   (_entry_id(entry_id),)).fetchone()
         if row is None:
             raise KeyError(entry_id)
         return bytes(row[0]), row[1]
@@ -374,13 +403,15 @@ class TrustedDatabase:
             return self._index.search(codes, min(k, len(self._index)))
 
     def query(self, image: str | bytes | np.ndarray, *, name: str = "query",
-              explain: bool = False) -> dict[str, Any]:
-        """The verdict on one image, as JSON-able dict (see the module docstring)."""
+              explain: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
+        """The verdict on one image, as JSON-able dict (see the module docstring). Encoded
+        images over `max_pixels` are refused from their header, before decoding."""
         if isinstance(image, np.ndarray):
             pixels = image
         else:
             name = image if isinstance(image, str) and name == "query" else name
-            pixels = decode_image(image, name=None if isinstance(image, str) else name)
+            pixels = decode_image(image, name=None if isinstance(image, str) else name,
+                                  max_pixels=max_pixels)
         with self._lock:  # one model call at a time; SIFT and matching run in parallel
             code = self.hasher.hash_arrays([pixels])
         distances, ids = self.search(code)
@@ -441,13 +472,17 @@ class TrustedDatabase:
             return original, self._explainer.dissimilarity(pixels, original)
 
     def heatmap(self, pixels: np.ndarray, entry_id: int) -> str:
-        """The eq. 14 dissimilarity map of a query against an original, as a PNG data URL."""
+        """The eq. 14 dissimilarity map of a query against an original, as a PNG data URL of
+        at most `HEATMAP_SIDE` pixels a side, whatever the size of the query."""
+        pixels = shrink_to_fit(pixels, HEATMAP_SIDE)
         _, heat = self._dissimilarity(pixels, entry_id)
         png = encode_png(gradcam.overlay(pixels, heat))
         return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
     def explanation(self, pixels: np.ndarray, entry_id: int) -> np.ndarray:
-        """The paper's Fig. 1 panel: [heatmap on the query | original | query]."""
+        """The paper's Fig. 1 panel: [heatmap on the query | original | query], the query at
+        most `HEATMAP_SIDE` pixels a side."""
+        pixels = shrink_to_fit(pixels, HEATMAP_SIDE)
         original, heat = self._dissimilarity(pixels, entry_id)
         return gradcam.explanation_figure(pixels, original, heat)
 
@@ -462,6 +497,14 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
+
+
+def _entry_id(value: Any) -> int:
+    """An id as SQLite stores it; KeyError (no such original) outside its int64 range."""
+    entry_id = int(value)
+    if not -(2**63) <= entry_id < 2**63:
+        raise KeyError(value)
+    return entry_id
 
 
 def _read(image: str | bytes) -> bytes:

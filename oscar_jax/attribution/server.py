@@ -39,6 +39,9 @@ from preprocessing.images import ImageDecodeError
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
+# Uploads with more pixels are refused from their header, before anything is decoded: a
+# 1 MB JPEG can hold 60 megapixels (180 MB of RGB, gigabytes in the heatmap's arithmetic).
+DEFAULT_MAX_MEGAPIXELS = 25.0
 # Formats the one decode path (preprocessing.images) reads; named in errors so a person knows
 # what to send instead.
 _FORMATS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
@@ -54,7 +57,8 @@ class Database(Protocol):
 
     def __len__(self) -> int: ...
 
-    def query(self, image: bytes, *, name: str = "query", explain: bool = False) -> dict: ...
+    def query(self, image: bytes, *, name: str = "query", explain: bool = False,
+              max_pixels: int = ...) -> dict: ...
 
     def original(self, entry_id: int) -> dict: ...
 
@@ -135,13 +139,15 @@ def _entry_or_404(fetch: Callable[[int], Any], entry_id: int) -> Any:
 
 
 def create_app(
-    db: Database, *, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20)
+    db: Database, *, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20),
+    max_pixels: int = int(DEFAULT_MAX_MEGAPIXELS * 1e6),
 ) -> flask.Flask:
     """The Flask app over `db` (a `TrustedDatabase`, open for the app's lifetime).
 
     Args:
       db: the trusted database; `query` is called from many request threads at once.
       max_upload_bytes: larger request bodies are refused with 413 before they are parsed.
+      max_pixels: images with more pixels are refused with 413 from their header alone.
     """
     app = flask.Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_bytes)
@@ -184,8 +190,11 @@ def create_app(
         explain = flask.request.args.get("explain", "").lower() in _TRUE
         start = time.perf_counter()
         try:
-            result = db.query(data, name=name, explain=explain)
+            result = db.query(data, name=name, explain=explain, max_pixels=max_pixels)
         except ImageDecodeError as e:
+            if "exceeds the limit" in e.reason:
+                return _error(413, f"{name!r} is too large: {e.reason.split(';')[0]}. Send a "
+                              f"smaller image (at most {max_pixels / 1e6:.3g} megapixels).")
             return _error(
                 415, f"{name!r} is not an image this server can read: {e.reason}. "
                 f"Upload a {_FORMATS} file."
@@ -215,6 +224,7 @@ def create_app(
             bits=db.bits,
             thresholds=db.thresholds,
             max_upload_bytes=int(max_upload_bytes),
+            max_pixels=int(max_pixels),
         )
 
     return app

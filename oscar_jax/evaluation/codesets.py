@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
-from tqdm import tqdm
 
 from oscar_jax import input_pipeline
 from oscar_jax.inference.hasher import Hasher, load_hasher
+from oscar_jax.workdir import read_record_settings
+from preprocessing.progress import progress
 
 READ_BATCH = 64
 
@@ -46,8 +46,9 @@ def hash_split(directory: str, split: str, hashers: dict[str, Hasher]) -> CodeSe
     fields = ("identity", "variant", "view", "transforms", "key")
     labels: dict[str, list[np.ndarray]] = {k: [] for k in fields}
     name = "/".join(os.path.normpath(directory).split(os.sep)[-3:-1])  # dataset/config
-    with tqdm(total=total, desc=f"hashing {name}/{split}",
-              unit="image", file=sys.stderr) as bar:
+    methods = "+".join(hashers)
+    with progress(total=total, desc=f"hashing {name}/{split} with {methods}",
+                  unit="image") as bar:
         for batch in input_pipeline.read_split(directory, split, batch_size=READ_BATCH):
             for name, hasher in hashers.items():
                 codes[name].append(hasher.hash_records(batch))
@@ -88,12 +89,36 @@ class Roles:
         return cls(originals, benign, manipulated)
 
 
+# Builder settings that decide what a record of an image is: distractors made otherwise would
+# be hashed from other inputs than the evaluated records, and the comparison would mean little.
+RECORD_MAKING_FIELDS = ("global_size", "crop_size", "max_objects", "detector",
+                        "detector_options", "min_score", "encoding", "jpeg_quality")
+
+
+def check_same_record_making(distractors: str, records: str) -> None:
+    """Refuses distractor records made with other settings than the evaluated records."""
+    theirs, ours = read_record_settings(distractors), read_record_settings(records)
+    differing = [k for k in RECORD_MAKING_FIELDS if theirs.get(k) != ours.get(k)]
+    if differing:
+        listed = ", ".join(f"{k} {theirs.get(k)!r} (evaluated records: {ours.get(k)!r})"
+                           for k in differing)
+        sets = " ".join(f"--set {k}={ours.get(k)}" for k in differing
+                        if k not in ("detector", "detector_options"))
+        raise ValueError(
+            f"distractors {distractors} were made with other settings: {listed}. Rebuild "
+            f"them with the evaluated records' settings (python -m preprocessing.build "
+            f"--dataset distractors --input DIR --config_name NAME {sets})")
+
+
 def resolve_distractors(spec: str | None, directory: str) -> tuple[str, str] | None:
-    """'train' (a split of the evaluated records) or 'DIR[:SPLIT]' -> (directory, split)."""
+    """'train' (a split of the evaluated records) or 'DIR[:SPLIT]' -> (directory, split).
+
+    Records of another folder must have been made with the evaluated records' settings."""
     if not spec:
         return None
     if os.path.isdir(spec.split(":", 1)[0]):
         path, _, split = spec.partition(":")
+        check_same_record_making(path, directory)
         if not split:
             splits = list(tfds.builder_from_directory(path).info.splits)
             if len(splits) != 1:

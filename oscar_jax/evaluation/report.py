@@ -19,16 +19,24 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from oscar_jax.evaluation import metrics
 from oscar_jax.evaluation.benchmarks import (
     benchmark_one,
     benchmark_two,
     distractor_counts,
     robustness,
 )
-from oscar_jax.evaluation.codesets import Roles, hash_split, method_hashers, resolve_distractors
+from oscar_jax.evaluation.codesets import (
+    CodeSet,
+    Roles,
+    hash_split,
+    method_hashers,
+    resolve_distractors,
+)
 from oscar_jax.evaluation.plots import code_length_points, write_plots
 from oscar_jax.evaluation.table6 import attribution_studies
 from oscar_jax.inference.baselines import METHODS as BASELINES
+from oscar_jax.inference.codes import hamming_distance
 from oscar_jax.workdir import config_records_dir, load_config
 
 
@@ -83,6 +91,7 @@ def evaluate(*, workdir: str | None = None, compare: Sequence[str] = (),
         two = benchmark_two(test, roles, name, d, counts)
         entry = {"bits": hasher.bits, "workdir": model_dirs.get(name),
                  "benchmark_one": one[-1], "benchmark_two": two[-1],
+                 "separation": separation_of(test, name),
                  "scalability": {"mmAP@R": [s["mmAP@R"] for s in one],
                                  "FR1": [s["FR1"] for s in two]},
                  "robustness": {k: robustness(test, roles, name, d, v)
@@ -124,15 +133,108 @@ def format_table(report: dict) -> str:
         "distractors in both).",
         "",
         "| method | bits | I: mAP | I: mmAP | I: mmAP@R | II: mAP | II: mAP-bar | II: FmAP "
-        "| II: R@1 | II: R@1-bar | II: FR1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| II: R@1 | II: R@1-bar | II: FR1 | separation |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in report["methods"].items():
         one, two = m["benchmark_one"], m["benchmark_two"]
         lines.append(
             f"| {name} | {m['bits']} | {_f(one['mAP'])} | {_f(one['mmAP'])} | "
             f"{_f(one['mmAP@R'])} | {_f(two['mAP'])} | {_f(two['mAP_bar'])} | "
-            f"{_f(two['FmAP'])} | {_f(two['R@1'])} | {_f(two['R@1_bar'])} | {_f(two['FR1'])} |")
+            f"{_f(two['FmAP'])} | {_f(two['R@1'])} | {_f(two['R@1_bar'])} | {_f(two['FR1'])} "
+            f"| {_f(m['separation']['separation'])} |")
+    return "\n".join(lines)
+
+
+def separation_of(records: CodeSet, method: str) -> dict[str, float]:
+    """`metrics.separation` of one method's codes on a benchmark split (only the rows of the
+    originals are compared, so memory stays [originals, records])."""
+    codes = records.codes[method]
+    originals = np.flatnonzero((records.variant == 0) & (records.view == 0))
+    distance = np.zeros((len(records), len(records)), np.int64)
+    distance[originals] = hamming_distance(codes[originals], codes)
+    return metrics.separation(distance, records.identity, records.variant, records.view)
+
+
+# The figures of `headline`: (report path, label); lower is better only for Table 6 errors.
+HEADLINE = (
+    (("benchmark_one", "mAP"), "I: mAP"),
+    (("benchmark_one", "mmAP"), "I: mmAP"),
+    (("benchmark_one", "mmAP@R"), "I: mmAP@R"),
+    (("benchmark_two", "mAP"), "II: mAP"),
+    (("benchmark_two", "mAP_bar"), "II: mAP-bar"),
+    (("benchmark_two", "FmAP"), "II: FmAP"),
+    (("benchmark_two", "R@1"), "II: R@1"),
+    (("benchmark_two", "R@1_bar"), "II: R@1-bar"),
+    (("benchmark_two", "FR1"), "II: FR1"),
+    (("separation", "separation"), "separation"),
+    (("attribution", "FPR"), "Table 6 FPR"),
+    (("attribution", "FNR"), "Table 6 FNR"),
+)
+
+
+def headline(report: dict) -> dict[str, dict[str, float]]:
+    """method -> {label: value} of the figures the demo is judged on."""
+    out = {}
+    for name, m in report["methods"].items():
+        values = {}
+        for (section, key), label in HEADLINE:
+            if section in m and key in m[section]:
+                values[label] = float(m[section][key])
+        if "Table 6 FPR" in values and "Table 6 FNR" in values:
+            values["Table 6 FPR+FNR"] = values["Table 6 FPR"] + values["Table 6 FNR"]
+        out[name] = values
+    return out
+
+
+def seed_spread(reports: Sequence[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """method -> label -> {mean, std, min, max, runs} over the reports of several seeds
+    (std with ddof=1)."""
+    figures = [headline(r) for r in reports]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in figures[0]:
+        for label in figures[0][name]:
+            values = np.asarray([f[name][label] for f in figures if label in f.get(name, {})])
+            out.setdefault(name, {})[label] = {
+                "mean": float(values.mean()), "std": float(values.std(ddof=1))
+                if len(values) > 1 else 0.0, "min": float(values.min()),
+                "max": float(values.max()), "runs": len(values)}
+    return out
+
+
+# Figures where lower is better; for the others higher is better.
+LOWER_IS_BETTER = frozenset({"II: mAP-bar", "II: R@1-bar", "Table 6 FPR",
+                             "Table 6 FNR", "Table 6 FPR+FNR"})
+
+
+def best_baseline(values: dict[str, dict[str, float]], label: str, baselines: Sequence[str]
+                  ) -> tuple[str, float] | None:
+    """(name, value) of the best of `baselines` on one headline figure."""
+    others = [(name, values[name][label]) for name in baselines if label in values[name]]
+    if not others:
+        return None
+    pick = min if label in LOWER_IS_BETTER else max
+    return pick(others, key=lambda item: item[1])
+
+
+def format_comparison(report: dict, spread: dict, model: str = "oscar") -> str:
+    """The model's headline figures in this run beside the mean +- std of a reference set of
+    seeds, and the best baseline of this run on each figure (the baselines are
+    deterministic, so their figures repeat on every machine)."""
+    values = headline(report)
+    if model not in values:
+        raise ValueError(f"the report has no method {model!r}; it has {sorted(values)}")
+    baselines = [name for name, m in report["methods"].items() if m.get("workdir") is None]
+    lines = ["| figure | this run | seeds: mean +- std (min-max, runs) | best baseline |",
+             "|---|---|---|---|"]
+    for label, value in values[model].items():
+        ref = spread.get(model, {}).get(label)
+        cell = "n/a" if ref is None else (
+            f"{ref['mean']:.4f} +- {ref['std']:.4f} ({ref['min']:.4f}-{ref['max']:.4f}, "
+            f"{ref['runs']})")
+        best = best_baseline(values, label, baselines)
+        best_cell = "n/a" if best is None else f"{best[0]} {best[1]:.4f}"
+        lines.append(f"| {label} | {value:.4f} | {cell} | {best_cell} |")
     return "\n".join(lines)
 
 

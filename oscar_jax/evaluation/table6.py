@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from oscar_jax.attribution import verification
 from oscar_jax.attribution.database import AttributionError, TrustedDatabase
@@ -41,6 +39,7 @@ from oscar_jax.inference.hamming_index import HammingIndex
 from oscar_jax.workdir import config_records_dir, load_config, read_record_settings
 from preprocessing import build
 from preprocessing.datasets.base import stable_hash
+from preprocessing.progress import progress
 
 
 def _tuples(value: Any) -> Any:
@@ -249,7 +248,7 @@ def attribution_studies(records: str, split: str, test: CodeSet, roles: Roles,
     parts, data = attribution_data(records, split, test, roles, pool, source)
     pairs = PairCache(data.images)
     studies = {}
-    for name in tqdm(names, desc="attribution (Table 6)", unit="method", file=sys.stderr):
+    for name in progress(names, desc="attribution (Table 6)", unit="method"):
         codes = [test.codes[name][parts.originals]]
         if pool is not None:
             codes.append(pool.codes[name][parts.distractors])

@@ -40,6 +40,7 @@ through `decode_image` first.
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -228,6 +229,19 @@ def get(name: str) -> Baseline:
         raise ValueError(
             f"unknown classical baseline {name!r}; choose one of {', '.join(METHODS)}"
         ) from None
+
+
+# The package whose version decides each baseline's codes.
+_PACKAGES = {"ahash": "imagehash", "phash": "imagehash", "dhash": "imagehash",
+             "whash": "imagehash", "chash": "imagehash", "iscc": "iscc-core", "pdq": "pdqhash"}
+
+
+def fingerprint(name: str) -> str:
+    """The baseline and the version of the library computing it, e.g. 'phash:imagehash=4.3.2'.
+    """
+    get(name)
+    package = _PACKAGES[name]
+    return f"{name}:{package}={importlib.metadata.version(package)}"
 
 
 def bits(name: str) -> int:

@@ -9,6 +9,10 @@ them counts bits with `popcount`.
 
 from __future__ import annotations
 
+import json
+import os
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -87,3 +91,25 @@ def hamming_distance(queries: ArrayLike, database: ArrayLike, *,
         out[start : start + rows] = paired_distance(q[start : start + rows, None, :],
                                                     m[None, :, :])
     return out
+
+
+# ---- code files -----------------------------------------------------------------------------
+
+
+def codes_meta_path(codes_path: str) -> str:
+    """Where the facts of a codes file are written: `X.npy` -> `X.meta.json`."""
+    return os.path.splitext(codes_path)[0] + ".meta.json"
+
+
+def read_codes_meta(codes_path: str) -> dict[str, Any]:
+    """The `X.meta.json` of a codes file, or {} when there is none (hex text, older files)."""
+    path = codes_meta_path(codes_path)
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def line_safe(path: str) -> bool:
+    """Whether `path` can be written one a line, tab-separated, without ambiguity."""
+    return not any(c in path for c in "\n\r\t")

@@ -396,6 +396,9 @@ class HammingIndex:
         self._sorted_ids: NDArray[np.int64] | None = np.empty(0, np.int64)
         self._sorted_pos: NDArray[np.int64] | None = np.empty(0, np.int64)
         self._index = self._new_faiss_index(self._options.get("nlist") or 1)
+        # JSON-able facts about the codes, saved with the index: e.g. the `fingerprint` of
+        # the model that made them, so that codes of another model are refused.
+        self.info: dict[str, Any] = {}
 
     # -- properties --
 
@@ -676,6 +679,7 @@ class HammingIndex:
                 "ntotal": self.ntotal,
                 "payload_bytes": sink.size,
                 "payload_crc32": sink.crc,
+                "info": self.info,
             }
             block = json.dumps(meta, sort_keys=True).encode("utf-8")
             f.write(block)
@@ -725,6 +729,7 @@ class HammingIndex:
             raise IndexFileError(f"{path} has invalid metadata options ({e}).") from e
         self._index = index
         self._sorted_ids = self._sorted_pos = None
+        self.info = dict(meta.get("info") or {})
         return self
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import multiprocessing
 import os
 import sys
@@ -20,20 +21,22 @@ from typing import Any
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from oscar_jax.inference import baselines
-from oscar_jax.inference.codes import pack_bits
+from oscar_jax.inference.codes import codes_meta_path, pack_bits
 from oscar_jax.inference.records import ImageRecordMaker, prepare, stack
 from oscar_jax.input_pipeline import MODEL_FIELDS
-from oscar_jax.workdir import record_settings, restore_inference
+from oscar_jax.workdir import model_fingerprint, record_settings, restore_inference
+from preprocessing.progress import progress as show_progress
 
 # Model batches are padded to this size, so the model compiles once.
 EVAL_BATCH = 64
-def model_encoder(workdir: str) -> tuple[Callable[[dict[str, np.ndarray]], np.ndarray], int]:
-    """(encode, bits): `encode` maps a batch of decoded records to packed codes of the
-    workdir's trained model (latest checkpoint)."""
+def model_encoder(workdir: str
+                  ) -> tuple[Callable[[dict[str, np.ndarray]], np.ndarray], int, str]:
+    """(encode, bits, fingerprint): `encode` maps a batch of decoded records to packed codes
+    of the workdir's trained model (latest checkpoint)."""
     config, model, variables = restore_inference(workdir)
+    fingerprint = model_fingerprint(variables, config, record_settings(workdir))
 
     @jax.jit
     def embed(batch):
@@ -56,7 +59,7 @@ def model_encoder(workdir: str) -> tuple[Callable[[dict[str, np.ndarray]], np.nd
             out.append(pack_bits(z >= 0))  # sign(0) = +1, as in training
         return np.concatenate(out)
 
-    return encode, int(config.model.code_bits)
+    return encode, int(config.model.code_bits), fingerprint
 
 
 # ---- hashers ---------------------------------------------------------------------------------
@@ -77,11 +80,15 @@ class Hasher:
     Attributes:
       method: 'oscar' or a name of `oscar_jax.inference.baselines.METHODS`.
       bits: code length.
+      fingerprint: which model makes these codes (`workdir.model_fingerprint`, or the
+        baseline and its library version): codes of different fingerprints never mix.
     """
 
     def __init__(self, method: str, bits: int, *, maker: ImageRecordMaker | None = None,
-                 encode: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None):
+                 encode: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+                 fingerprint: str = ""):
         self.method, self.bits, self.maker, self._encode = method, bits, maker, encode
+        self.fingerprint = fingerprint
 
     @property
     def code_bytes(self) -> int:
@@ -116,9 +123,9 @@ class Hasher:
                 done.extend(path for path, _ in pending)
                 pending.clear()
 
-        with _job_results(jobs, workers) as results, tqdm(
+        with _job_results(jobs, workers) as results, show_progress(
                 total=total or len(paths), desc=f"hashing ({self.method})", unit="image",
-                disable=not progress, file=sys.stderr) as bar:
+                disable=not progress) as bar:
             for path, item, error in results:
                 if error is not None:
                     failures.append((path, error))
@@ -158,18 +165,23 @@ def load_hasher(workdir: str | None = None, method: str = "oscar") -> Hasher:
         if not workdir:
             raise ValueError("method 'oscar' needs the --workdir of a trained model")
         maker = ImageRecordMaker(record_settings(workdir))
-        encode, bits = model_encoder(workdir)
-        return Hasher("oscar", bits, maker=maker, encode=encode)
+        encode, bits, fingerprint = model_encoder(workdir)
+        return Hasher("oscar", bits, maker=maker, encode=encode, fingerprint=fingerprint)
     if method not in baselines.METHODS:
         raise ValueError(f"unknown method {method!r}; choose oscar or one of "
                          f"{', '.join(baselines.METHODS)}")
-    return Hasher(method, baselines.bits(method))
+    return Hasher(method, baselines.bits(method), fingerprint=baselines.fingerprint(method))
 
 
-def save_codes(result: HashResult, out: str) -> str:
-    """Saves the codes as .npy and the paths of its rows beside it; returns the paths file."""
+def save_codes(result: HashResult, out: str, hasher: Hasher) -> str:
+    """Saves the codes as .npy, the paths of its rows as `X.paths.txt` and the method, bits
+    and fingerprint as `X.meta.json`; returns the paths file. Paths holding a line break
+    cannot be listed one a line: callers refuse them (`codes.line_safe`)."""
     np.save(out, result.codes)
     paths_file = os.path.splitext(out)[0] + ".paths.txt"
     with open(paths_file, "w", encoding="utf-8") as f:
         f.writelines(p + "\n" for p in result.paths)
+    with open(codes_meta_path(out), "w", encoding="utf-8") as f:
+        json.dump({"method": hasher.method, "bits": hasher.bits,
+                   "fingerprint": hasher.fingerprint, "rows": len(result.paths)}, f, indent=2)
     return paths_file

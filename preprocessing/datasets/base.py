@@ -30,10 +30,10 @@ from typing import Any, Literal
 
 import numpy as np
 import tensorflow_datasets as tfds
-import tqdm
 
 from preprocessing import detect, scene_graph
 from preprocessing.images import ImageDecodeError, encode_png
+from preprocessing.progress import progress
 
 Status = Literal["ok", "skipped", "error"]
 # Items per cached chunk: small enough that a kill loses little work, large enough that the
@@ -171,7 +171,7 @@ def read_outcomes(path: str) -> list[Outcome]:
 def parallel_map(fn: Callable, args: Sequence, *, workers: int, desc: str, unit: str = "item"):
     """`[fn(a) for a in args]` on worker processes, in order, with a progress bar."""
     results = []
-    with tqdm.tqdm(total=len(args), desc=desc, unit=unit, dynamic_ncols=True) as bar:
+    with progress(total=len(args), desc=desc, unit=unit) as bar:
         if workers <= 0 or len(args) <= 1:
             for a in args:
                 results.append(fn(a))
@@ -217,7 +217,7 @@ def run_items(
     pending_set = set(pending)
 
     outcomes: list[Outcome] = []
-    with tqdm.tqdm(total=len(items), desc=desc, unit="rec", dynamic_ncols=True) as bar:
+    with progress(total=len(items), desc=desc, unit="rec") as bar:
         bar.update(sum(len(chunk) for i, chunk in enumerate(chunks) if i not in pending_set))
         pool = None
         if workers > 0 and len(pending) > 1:
@@ -343,6 +343,15 @@ class SceneGraphBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         self.work_root = work_root or os.path.join(self._data_dir_root, "_work")
         self._dropped: list[Outcome] = []
 
+    # TFDS announces a download of "Unknown size" for every builder; these records are made
+    # here from local inputs, so one line says where they go and the summary table follows.
+    def _log_download_bytes(self) -> None:
+        print(f"building {self.name}/{self.builder_config.name} {self.version} into "
+              f"{self.data_dir}", flush=True)
+
+    def _log_download_done(self) -> None:
+        pass
+
     # ---- what subclasses provide -------------------------------------------------------
     @abc.abstractmethod
     def work_items(self, manual_dir: str | None) -> dict[str, list[WorkItem]]:
@@ -420,7 +429,7 @@ class SceneGraphBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             return {}
 
         results = [make_one(export, item)[0]
-                   for item in tqdm.tqdm(items, desc=f"{self.name}/export", unit="view")]
+                   for item in progress(items, desc=f"{self.name}/export", unit="view")]
         return self._dropped + results
 
     def outcomes(self) -> list[Outcome]:

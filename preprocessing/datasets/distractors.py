@@ -16,11 +16,7 @@ import os
 import tensorflow_datasets as tfds
 
 from preprocessing.datasets import base
-from preprocessing.images import decode_image, shrink_to_fit
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".pgm", ".ppm"}
-)
+from preprocessing.images import IMAGE_EXTENSIONS, decode_image, shrink_to_fit
 
 
 @dataclasses.dataclass(eq=False)
