@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from oscar_jax import cli
-from oscar_jax.inference.codes import read_codes_meta
+from oscar_jax.inference.codes import codes_paths_path, read_codes_meta
 from oscar_jax.inference.hamming_index import KINDS, HammingIndex, read_codes, read_ids
 
 
@@ -40,7 +40,7 @@ def _codes_with_facts(path: str) -> tuple[Any, dict, list[str] | None]:
     """Codes, their `X.meta.json` facts ({} for hex text) and the paths of their rows (from
     `X.paths.txt`, None when there is none)."""
     codes = read_codes(path)
-    paths_file = os.path.splitext(path)[0] + ".paths.txt"
+    paths_file = codes_paths_path(path)
     paths = None
     if path.endswith(".npy") and os.path.exists(paths_file):
         with open(paths_file, encoding="utf-8") as f:

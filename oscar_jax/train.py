@@ -57,6 +57,7 @@ from oscar_jax.workdir import (
     save_run_info,
     write_record_settings,
 )
+from preprocessing.datasets.base import atomic_write_bytes
 
 AXIS = "batch"
 
@@ -246,11 +247,9 @@ def loss_fn(params, batch_stats, batch, rng, *, model, config):
 
 
 def split_chunks(batch, chunks: int):
-    """Every field [B_dev, ...] -> [chunks, B_dev / chunks, ...]: contiguous chunks."""
+    """Every field [B_dev, ...] -> [chunks, B_dev / chunks, ...]: contiguous chunks
+    (`batch_composition` has checked that they are equal)."""
     size = batch["valid"].shape[0]
-    if size % chunks:
-        raise ValueError(f"a device's batch of {size} images does not split into "
-                         f"contrastive_chunks={chunks} equal chunks")
     return jax.tree.map(lambda x: x.reshape(chunks, size // chunks, *x.shape[1:]), batch)
 
 
@@ -395,9 +394,7 @@ class MetricWriter:
                 with open(path) as f:
                     kept = [line for line in f
                             if line.strip() and json.loads(line)["step"] <= start_step]
-                with open(path + ".tmp", "w") as f:
-                    f.writelines(kept)
-                os.replace(path + ".tmp", path)
+                atomic_write_bytes(path, "".join(kept).encode())
             self.jsonl = open(path, "a")  # noqa: SIM115
             self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 

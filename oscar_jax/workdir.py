@@ -12,7 +12,8 @@ attribution, which never import the trainer:
 A trained model is identified by `model_fingerprint`: codes, indexes and trusted databases
 carry it, and refuse to mix with codes of another model.
 
-This module imports only the model definition and the config defaults from the project.
+This module imports only the model definition, the config defaults and the atomic file
+writer from the project.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import orbax.checkpoint as ocp
 
 from configs.common import get_base_config
 from oscar_jax.models import oscar
+from preprocessing.datasets.base import atomic_write_bytes
 
 CHECKPOINTS = "checkpoints"
 # Written into a workdir by the trainer: the settings of the records it trained on.
@@ -95,9 +97,12 @@ def config_differences(old: Mapping, new: Mapping) -> dict[str, tuple[Any, Any]]
             if old_flat.get(key) != new_flat.get(key)}
 
 
-def has_checkpoints(workdir: str) -> bool:
+def checkpoint_steps(workdir: str) -> list[int]:
+    """The steps of the checkpoints a workdir holds, ascending (none: empty)."""
     folder = os.path.join(workdir, CHECKPOINTS)
-    return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
 def check_resume(config: ml_collections.ConfigDict, workdir: str) -> dict[str, tuple[Any, Any]]:
@@ -106,7 +111,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str) -> dict[str, t
     Returns the harmless differences (`RESUMABLE_FIELDS`), which the caller records; raises
     `ConfigConflictError` naming every other differing field. Writes nothing.
     """
-    if not has_checkpoints(workdir) or not os.path.exists(os.path.join(workdir, "config.json")):
+    if not checkpoint_steps(workdir) or not os.path.exists(os.path.join(workdir, "config.json")):
         return {}
     changes = config_differences(load_config(workdir), config)
     conflicts = {k: v for k, v in changes.items() if k not in RESUMABLE_FIELDS}
@@ -124,9 +129,7 @@ def record_config_changes(workdir: str, changes: Mapping[str, tuple[Any, Any]]) 
     """Appends the harmless changes of a resume to the workdir's CONFIG_CHANGES log."""
     if not changes:
         return
-    steps = [int(name) for name in os.listdir(os.path.join(workdir, CHECKPOINTS))
-             if name.isdigit()]
-    entry = {"resumed_after_step": max(steps), "command": sys.argv,
+    entry = {"resumed_after_step": checkpoint_steps(workdir)[-1], "command": sys.argv,
              "changes": {k: {"old": old, "new": new} for k, (old, new) in changes.items()}}
     with open(os.path.join(workdir, CONFIG_CHANGES), "a") as f:
         f.write(json.dumps(entry, default=str) + "\n")
@@ -135,8 +138,8 @@ def record_config_changes(workdir: str, changes: Mapping[str, tuple[Any, Any]]) 
 def save_run_info(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Writes the resolved config and the versions of everything that shapes the result."""
     os.makedirs(workdir, exist_ok=True)
-    write_atomically(os.path.join(workdir, "config.json"),
-                     config.to_json_best_effort(indent=2, sort_keys=True))
+    atomic_write_bytes(os.path.join(workdir, "config.json"),
+                       config.to_json_best_effort(indent=2, sort_keys=True).encode())
     packages = ["jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
                 "tensorflow-datasets", "numpy", "opencv-python-headless", "ml-collections"]
     versions = {}
@@ -153,16 +156,7 @@ def save_run_info(config: ml_collections.ConfigDict, workdir: str) -> None:
         "process_count": jax.process_count(),
         "command": sys.argv,
     }
-    write_atomically(os.path.join(workdir, "versions.json"), json.dumps(info, indent=2))
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Writes `text` to `path` through a temporary file, so that a reader (another process of
-    a multi-host job checking the config) sees the old file or the new one, never half."""
-    partial = f"{path}.{os.getpid()}.partial"
-    with open(partial, "w") as f:
-        f.write(text)
-    os.replace(partial, path)
+    atomic_write_bytes(os.path.join(workdir, "versions.json"), json.dumps(info, indent=2).encode())
 
 
 def create_model(config: ml_collections.ConfigDict, *, axis_name: str | None = None

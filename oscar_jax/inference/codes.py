@@ -101,6 +101,11 @@ def codes_meta_path(codes_path: str) -> str:
     return os.path.splitext(codes_path)[0] + ".meta.json"
 
 
+def codes_paths_path(codes_path: str) -> str:
+    """Where the image path of each row of a codes file is listed: `X.npy` -> `X.paths.txt`."""
+    return os.path.splitext(codes_path)[0] + ".paths.txt"
+
+
 def read_codes_meta(codes_path: str) -> dict[str, Any]:
     """The `X.meta.json` of a codes file, or {} when there is none (hex text, older files)."""
     path = codes_meta_path(codes_path)

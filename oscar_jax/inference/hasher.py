@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -23,7 +22,7 @@ import jax
 import numpy as np
 
 from oscar_jax.inference import baselines
-from oscar_jax.inference.codes import codes_meta_path, pack_bits
+from oscar_jax.inference.codes import codes_meta_path, codes_paths_path, pack_bits
 from oscar_jax.inference.records import ImageRecordMaker, prepare, stack
 from oscar_jax.input_pipeline import MODEL_FIELDS
 from oscar_jax.workdir import model_fingerprint, record_settings, restore_inference
@@ -178,7 +177,7 @@ def save_codes(result: HashResult, out: str, hasher: Hasher) -> str:
     and fingerprint as `X.meta.json`; returns the paths file. Paths holding a line break
     cannot be listed one a line: callers refuse them (`codes.line_safe`)."""
     np.save(out, result.codes)
-    paths_file = os.path.splitext(out)[0] + ".paths.txt"
+    paths_file = codes_paths_path(out)
     with open(paths_file, "w", encoding="utf-8") as f:
         f.writelines(p + "\n" for p in result.paths)
     with open(codes_meta_path(out), "w", encoding="utf-8") as f:

@@ -142,7 +142,9 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to `path` through a unique temporary file in the same folder, fsynced,
+    then renamed: a reader (or another process) sees the old file or the new one, never half."""
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
@@ -160,7 +162,7 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
 def write_outcomes(path: str, outcomes: Iterable[Outcome]) -> None:
     """Writes a JSONL outcome log atomically (a reader never sees half a log)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    _atomic_write_bytes(path, "".join(o.to_json() + "\n" for o in outcomes).encode())
+    atomic_write_bytes(path, "".join(o.to_json() + "\n" for o in outcomes).encode())
 
 
 def read_outcomes(path: str) -> list[Outcome]:
@@ -230,7 +232,7 @@ def run_items(
             for i, path in enumerate(paths):
                 if i in pending_set:
                     results = next(computed)
-                    _atomic_write_bytes(path, pickle.dumps(results, pickle.HIGHEST_PROTOCOL))
+                    atomic_write_bytes(path, pickle.dumps(results, pickle.HIGHEST_PROTOCOL))
                     bar.update(len(results))
                 else:
                     with open(path, "rb") as f:
@@ -425,7 +427,7 @@ class SceneGraphBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             image, _, _, name = maker.view_of(item)
             path = os.path.join(out_dir, name.lstrip(os.sep))  # never outside out_dir
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _atomic_write_bytes(path, encode_png(image))
+            atomic_write_bytes(path, encode_png(image))
             return {}
 
         results = [make_one(export, item)[0]
