@@ -12,6 +12,11 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     ).strip()
+# XLA:CPU's multi-threaded Eigen pool can wedge at random on a busy 2-core machine (a step
+# that never returns from block_until_ready, seen as a suite that stops at 96 %); single-
+# threaded Eigen costs little with two devices on two cores. Subprocesses inherit it.
+if "xla_cpu_multi_thread_eigen" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_cpu_multi_thread_eigen=false"
 
 
 import contextlib  # noqa: E402

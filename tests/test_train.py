@@ -27,6 +27,7 @@ from oscar_jax.workdir import (
     restore_inference,
 )
 from preprocessing import build
+from tests.processes import dies_with_parent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,9 +67,9 @@ def run_cli(workdir, data_dir, *extra, wait=True, cache=None):
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
     if wait:
         return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=600)
+                              timeout=600, preexec_fn=dies_with_parent)
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=dies_with_parent)
 
 
 def test_step_decay_schedule():
