@@ -92,9 +92,24 @@ def test_baseline_method_needs_no_workdir(tmp_path):
         load_hasher(None, "oscar")
 
 
-def test_oracle_records_cannot_hash_new_images():
+def test_oracle_records_cannot_hash_new_images(trained, tmp_path):
     with pytest.raises(ValueError, match="cannot run on new images"):
         ImageRecordMaker({"detector": "oracle"})
+    # A model trained on oracle records is evaluated on its records (the diagnostic that tells
+    # a detector failure from a model failure) and refuses new images with the same message.
+    workdir, records = trained
+    oracle = shutil.copytree(workdir, tmp_path / "oracle_run")
+    settings = json.loads((oracle / RECORDS_JSON).read_text())
+    (oracle / RECORDS_JSON).write_text(json.dumps({**settings, "detector": "oracle"}))
+    hasher = load_hasher(str(oracle))
+    batch = next(input_pipeline.read_split(records, "test", batch_size=1000))
+    np.testing.assert_array_equal(hasher.hash_records(batch),
+                                  load_hasher(workdir).hash_records(batch))
+    photo = oscar_demo.photo_paths()["coffee"]
+    for refused in (lambda: hasher.hash_paths([photo], progress=False),
+                    lambda: hasher.hash_arrays([decode_image(photo)])):
+        with pytest.raises(ValueError, match="'oracle' detector.* cannot run on new images"):
+            refused()
 
 
 def synthetic_codeset(codes: dict[str, np.ndarray], identities: int, views: int,

@@ -23,7 +23,7 @@ import numpy as np
 
 from oscar_jax.inference import baselines
 from oscar_jax.inference.codes import codes_meta_path, codes_paths_path, pack_bits
-from oscar_jax.inference.records import ImageRecordMaker, prepare, stack
+from oscar_jax.inference.records import ImageRecordMaker, new_images_problem, prepare, stack
 from oscar_jax.input_pipeline import MODEL_FIELDS
 from oscar_jax.workdir import model_fingerprint, record_settings, restore_inference
 from preprocessing.progress import progress as show_progress
@@ -85,9 +85,16 @@ class Hasher:
 
     def __init__(self, method: str, bits: int, *, maker: ImageRecordMaker | None = None,
                  encode: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
-                 fingerprint: str = ""):
+                 fingerprint: str = "", images_refused: str | None = None):
         self.method, self.bits, self.maker, self._encode = method, bits, maker, encode
         self.fingerprint = fingerprint
+        # Set for a model whose records cannot be made for new images (the oracle detector):
+        # it hashes records, and refuses images with this message.
+        self.images_refused = images_refused
+
+    def _check_images_allowed(self) -> None:
+        if self.images_refused:
+            raise ValueError(self.images_refused)
 
     @property
     def code_bytes(self) -> int:
@@ -102,6 +109,7 @@ class Hasher:
 
     def hash_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Decoded RGB images uint8 [H, W, 3] -> uint8 [N, bytes]."""
+        self._check_images_allowed()
         if self.maker is None:
             return baselines.hash_images(self.method, list(images))
         return self.hash_records(stack([self.maker.record(im) for im in images]))
@@ -109,6 +117,7 @@ class Hasher:
     def hash_paths(self, paths: Iterable[str], *, workers: int = 0, progress: bool = True,
                    total: int | None = None) -> HashResult:
         """Image files -> codes, decoding and detecting in `workers` processes (0: here)."""
+        self._check_images_allowed()
         paths = list(paths)
         jobs = [(self.maker, p) for p in paths]
         codes, done, failures, pending = [], [], [], []
@@ -163,9 +172,12 @@ def load_hasher(workdir: str | None = None, method: str = "oscar") -> Hasher:
     if method == "oscar":
         if not workdir:
             raise ValueError("method 'oscar' needs the --workdir of a trained model")
-        maker = ImageRecordMaker(record_settings(workdir))
+        settings = record_settings(workdir)
+        problem = new_images_problem(settings)
+        maker = None if problem else ImageRecordMaker(settings)
         encode, bits, fingerprint = model_encoder(workdir)
-        return Hasher("oscar", bits, maker=maker, encode=encode, fingerprint=fingerprint)
+        return Hasher("oscar", bits, maker=maker, encode=encode, fingerprint=fingerprint,
+                      images_refused=problem)
     if method not in baselines.METHODS:
         raise ValueError(f"unknown method {method!r}; choose oscar or one of "
                          f"{', '.join(baselines.METHODS)}")

@@ -24,6 +24,16 @@ from preprocessing.images import ImageDecodeError, decode_image, shrink_to_fit
 _NEEDS_BUILD = {"oracle": "ground-truth masks of generated scenes"}
 
 
+def new_images_problem(settings: dict[str, Any]) -> str | None:
+    """Why records of these settings cannot be made for new images (their detector needs
+    something only a data set build has), or None."""
+    if settings["detector"] not in _NEEDS_BUILD:
+        return None
+    return (f"the records were made with the {settings['detector']!r} detector, which uses "
+            f"{_NEEDS_BUILD[settings['detector']]} and cannot run on new images; train on "
+            "records of a detector that can (e.g. oscar_demo `default`, `classical`)")
+
+
 class ImageRecordMaker(base.SceneGraphMaker):
     """A query image -> the record its training data would hold (view 0, no labels).
 
@@ -31,11 +41,8 @@ class ImageRecordMaker(base.SceneGraphMaker):
     """
 
     def __init__(self, settings: dict[str, Any]):
-        if settings["detector"] in _NEEDS_BUILD:
-            raise ValueError(
-                f"the records were made with the {settings['detector']!r} detector, which uses "
-                f"{_NEEDS_BUILD[settings['detector']]} and cannot run on new images; train on "
-                "records of a detector that can (e.g. oscar_demo `default`, `classical`)")
+        if problem := new_images_problem(settings):
+            raise ValueError(problem)
         fields = {f.name for f in dataclasses.fields(base.SceneGraphConfig)}
         kwargs = {k: v for k, v in settings.items() if k in fields and k not in (
             "name", "version", "release_notes", "supported_versions", "description", "tags")}
