@@ -1,13 +1,18 @@
 """Child processes that cannot outlive the test that started them."""
 
-import ctypes
-import signal
+import sys
 
-PR_SET_PDEATHSIG = 1
+# Asks the kernel to kill this process when its parent dies (PR_SET_PDEATHSIG = 1), then
+# becomes the command itself (same process id, so signals and exit status are the command's).
+# Done in the child after exec, not in a `preexec_fn`: running Python between fork and exec
+# in a multi-threaded JAX process can deadlock.
+_LAUNCHER = ("import ctypes, os, signal, sys; "
+             "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL); "
+             "os.execv(sys.argv[1], sys.argv[1:])")
 
 
-def dies_with_parent() -> None:
-    """`preexec_fn` for subprocess: the kernel kills the child when its parent dies, so a test
-    worker that is killed (a timeout, a crash) leaves no training or server process running
-    and taking the CPU from the rest of the suite."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def dies_with_parent(command: list[str]) -> list[str]:
+    """`command` (program first) run so that it dies with the test worker that starts it:
+    a worker killed by a timeout or a crash leaves no training process running and taking
+    the CPU from the rest of the suite."""
+    return [sys.executable, "-c", _LAUNCHER, *command]

@@ -75,8 +75,8 @@ def start(workdir, data_dir, log, output, *, devices: int, extra=()):
     # Output goes to a file, not a pipe: a full pipe would stall a process and, through the
     # collectives, the other one.
     with open(output, "w") as f:
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=f,
-                                   stderr=subprocess.STDOUT, preexec_fn=dies_with_parent)
+        process = subprocess.Popen(dies_with_parent(command), cwd=ROOT, env=environment,
+                                   stdout=f, stderr=subprocess.STDOUT)
     return process, output
 
 

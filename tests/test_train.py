@@ -66,10 +66,10 @@ def run_cli(workdir, data_dir, *extra, wait=True, cache=None):
                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
     if wait:
-        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=600, preexec_fn=dies_with_parent)
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=dies_with_parent)
+        return subprocess.run(dies_with_parent(command), cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(dies_with_parent(command), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_step_decay_schedule():
