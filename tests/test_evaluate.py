@@ -318,12 +318,15 @@ def test_seed_spread_and_the_comparison_beside_it():
     def report(mmap, fpr, fnr, phash_mmap=0.15):
         return {"methods": {
             "oscar": {"workdir": "runs/demo", "benchmark_one": {"mmAP": mmap},
+                      "benchmark_two": {"R@1_bar": 0.3},
                       "separation": {"separation": 0.6},
                       "attribution": {"FPR": fpr, "FNR": fnr}},
             "phash": {"workdir": None, "benchmark_one": {"mmAP": phash_mmap},
+                      "benchmark_two": {"R@1_bar": 0.49},
                       "separation": {"separation": 0.49},
                       "attribution": {"FPR": 0.1, "FNR": 0.8}},
             "pdq": {"workdir": None, "benchmark_one": {"mmAP": 0.25},
+                    "benchmark_two": {"R@1_bar": 0.39},
                     "separation": {"separation": 0.48},
                     "attribution": {"FPR": 0.0, "FNR": 0.9}}}}
 
@@ -339,5 +342,7 @@ def test_seed_spread_and_the_comparison_beside_it():
         "| I: mmAP | 0.1200 | 0.2000 +- 0.1000 (0.1000-0.3000, 3) | pdq 0.2500 |")
     assert rows["Table 6 FPR"].endswith("| pdq 0.0000 |")  # lower is better
     assert rows["separation"].endswith("| phash 0.4900 |")  # higher is better
+    # The share of manipulated queries whose original is not first: higher is better too.
+    assert rows["II: R@1-bar"].endswith("| phash 0.4900 |")
     with pytest.raises(ValueError, match="no method 'oscar'"):
         format_comparison({"methods": {}}, spread)
