@@ -57,7 +57,7 @@ from oscar_jax.workdir import (
     save_run_info,
     write_record_settings,
 )
-from preprocessing.datasets.base import atomic_write_bytes
+from preprocessing.files import atomic_write_bytes
 
 AXIS = "batch"
 

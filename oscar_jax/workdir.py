@@ -36,7 +36,7 @@ import orbax.checkpoint as ocp
 
 from configs.common import get_base_config
 from oscar_jax.models import oscar
-from preprocessing.datasets.base import atomic_write_bytes
+from preprocessing.files import atomic_write_bytes
 
 CHECKPOINTS = "checkpoints"
 # Written into a workdir by the trainer: the settings of the records it trained on.

@@ -1,5 +1,6 @@
-"""Child processes that cannot outlive the test that started them."""
+"""Child processes of the tests: they die with their test and take the suite's XLA flags."""
 
+import os
 import sys
 
 # Asks the kernel to kill this process when its parent dies (PR_SET_PDEATHSIG = 1), then
@@ -16,3 +17,11 @@ def dies_with_parent(command: list[str]) -> list[str]:
     a worker killed by a timeout or a crash leaves no training process running and taking
     the CPU from the rest of the suite."""
     return [sys.executable, "-c", _LAUNCHER, *command]
+
+
+def child_xla_flags(*flags: str) -> str:
+    """The suite's XLA_FLAGS (tests/conftest.py) without its fake device count, then `flags`:
+    for a child process that chooses its own number of devices."""
+    inherited = [f for f in os.environ.get("XLA_FLAGS", "").split()
+                 if "xla_force_host_platform_device_count" not in f]
+    return " ".join([*inherited, *flags])

@@ -16,7 +16,7 @@ import pytest
 
 from oscar_jax.workdir import restore_inference
 from preprocessing import build
-from tests.processes import dies_with_parent
+from tests.processes import child_xla_flags, dies_with_parent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
@@ -69,8 +69,8 @@ def start(workdir, data_dir, log, output, *, devices: int, extra=()):
         # Gloo carries the collectives between CPU processes (recent jax's default).
         "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
         # Compiling, not running, is the cost here: LLVM's cheapest level halves it.
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
-                     "--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false",
+        "XLA_FLAGS": child_xla_flags(f"--xla_force_host_platform_device_count={devices}",
+                                     "--xla_backend_optimization_level=0"),
     }
     # Output goes to a file, not a pipe: a full pipe would stall a process and, through the
     # collectives, the other one.

@@ -12,6 +12,8 @@ import sys
 import ml_collections
 import pytest
 
+from tests.processes import child_xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "train_step.py")
 
@@ -56,9 +58,7 @@ def test_peaks_overrides_and_flags():
 def test_runlocal_step_prints_and_writes_every_figure(tmp_path):
     out = tmp_path / "figures.json"
     # One CPU device: the 2 fake devices of conftest would cost a third more CPU time.
-    flags = os.environ.get("XLA_FLAGS", "").split()
-    flags = [f for f in flags if "xla_force_host_platform_device_count" not in f]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(flags)}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": child_xla_flags()}
     result = subprocess.run(
         [sys.executable, SCRIPT, "--config", "configs/full.py:runlocal", "--steps", "2",
          "--warmup", "1", "--json", str(out)],

@@ -22,7 +22,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from preprocessing import detect, scene_graph
+from preprocessing.files import atomic_write_bytes
 from preprocessing.images import ImageDecodeError, encode_png
 from preprocessing.progress import progress
 
@@ -140,23 +140,6 @@ def _init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes `data` to `path` through a unique temporary file in the same folder, fsynced,
-    then renamed: a reader (or another process) sees the old file or the new one, never half."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_outcomes(path: str, outcomes: Iterable[Outcome]) -> None:
