@@ -135,7 +135,12 @@ class BatchPlanner:
 
     The plan is made for the global batch, `shard_count` local compositions of originals
     chosen together, and host `shard_index` keeps its share: originals
-    [shard_index * originals, (shard_index + 1) * originals) of it."""
+    [shard_index * originals, (shard_index + 1) * originals) of it.
+
+    With `matched_views`, every variant of an identity contributes the views with the same
+    view numbers (drawn from those all its picked variants have): with records whose variants
+    share each view's transforms (`oscar_demo`'s `matched_train_views`), a manipulated view
+    then differs from the original's by the edit alone."""
 
     def __init__(
         self,
@@ -145,6 +150,7 @@ class BatchPlanner:
         seed: int,
         shard_index: int = 0,
         shard_count: int = 1,
+        matched_views: bool = False,
     ):
         if composition.variants < 2:
             raise ValueError(
@@ -152,7 +158,9 @@ class BatchPlanner:
             )
         self.composition = composition
         self.seed = seed
+        self.matched_views = matched_views
         self.ordinal = index.ordinal
+        self.view = index.view
         groups = index.groups()
         eligible = sorted(k for k, g in groups.items() if 0 in g and len(g) >= 2)
         if not eligible:
@@ -185,10 +193,17 @@ class BatchPlanner:
             picked = [0] + list(
                 rng.choice(manipulated, size=min(len(manipulated), c.variants - 1), replace=False)
             )
+            if self.matched_views:
+                common = sorted(set.intersection(*(set(self.view[variants[p]].tolist())
+                                                   for p in picked)))
+                shared = rng.choice(common, size=min(len(common), c.views), replace=False)
             for slot in range(c.variants):
                 real_variant = slot < len(picked)
                 views = variants[picked[slot] if real_variant else 0]
-                take = rng.choice(len(views), size=min(len(views), c.views), replace=False)
+                if self.matched_views:
+                    take = np.searchsorted(self.view[views], shared)
+                else:
+                    take = rng.choice(len(views), size=min(len(views), c.views), replace=False)
                 for v in range(c.views):
                     real = real_variant and v < len(take)
                     records.append(views[take[v]] if real else views[0])
@@ -246,13 +261,14 @@ def train_dataset(
     shard_index: int = 0,
     shard_count: int = 1,
     index_cache: str | None = None,
+    matched_views: bool = False,
 ) -> tuple[grain.IterDataset, Batch]:
     """The training batches of `num_steps` steps as a grain dataset (iterate it, checkpoint
     its iterator), and the first batch decoded here, for shapes."""
     source = open_source(directory, split)
     index = read_index(source, cache_dir=index_cache)
     planner = BatchPlanner(index, composition, seed=seed, shard_index=shard_index,
-                           shard_count=shard_count)
+                           shard_count=shard_count, matched_views=matched_views)
     load = LoadBatch(directory, split, index.ordinal)
     dataset = (
         grain.MapDataset.range(num_steps)

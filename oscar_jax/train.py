@@ -53,6 +53,7 @@ from oscar_jax.workdir import (
     cnn_weights_from_run,
     config_records_dir,
     create_model,
+    read_record_settings,
     record_config_changes,
     save_run_info,
     write_record_settings,
@@ -152,11 +153,18 @@ def create_data(config: ml_collections.ConfigDict, workdir: str):
     directory = config_records_dir(config)
     if jax.process_index() == 0:  # how the records were made, so hashing can do the same
         write_record_settings(workdir, directory)
+        if config.matched_views and not read_record_settings(directory).get(
+                "matched_train_views"):
+            print(f"warning: matched_views is on but the train views of {directory} were "
+                  "drawn per variant, so a manipulated view differs from its original's by "
+                  "its transforms as well as the edit; rebuild the records (the builder's "
+                  "matched_train_views) or set --config.matched_views=False", file=sys.stderr,
+                  flush=True)
     dataset, example = input_pipeline.train_dataset(
         directory, config.train_split, composition, seed=config.seed,
         num_steps=config.total_steps, workers=config.data_workers,
         shard_index=jax.process_index(), shard_count=jax.process_count(),
-        index_cache=os.path.join(workdir, "cache"))
+        index_cache=os.path.join(workdir, "cache"), matched_views=config.matched_views)
     return iter(dataset), example
 
 

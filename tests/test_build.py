@@ -17,11 +17,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 from preprocessing import build, scene_graph, transforms
-from preprocessing.datasets import base, psbattles24k
+from preprocessing.datasets import base, oscar_demo, psbattles24k
 from preprocessing.images import encode_jpeg
 from preprocessing.manipulations import generate_scene, random_manipulation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_VERSION = str(oscar_demo.OscarDemo.VERSION)
 
 # The smallest demo set that still has photos, crops, scenes, manipulations and views.
 MICRO = dict(max_photos="2", num_scenes="2", crop_scales="0.6", test_fraction="0.5",
@@ -111,6 +112,27 @@ def test_manipulated_versions_differ_from_originals(micro_build):
             assert np.abs(original - edited).max() > 40, key
 
 
+def test_matched_train_views_share_transforms_across_variants(tmp_path):
+    config = micro_config(matched_train_views="true", train_views="2", test_views="2")
+    builder = build.DATASETS["oscar_demo"](data_dir=str(tmp_path), config=config)
+    items, maker = builder.work_items(None), builder.make_maker()
+    for split, matched in (("train", True), ("test", False)):
+        views = {}
+        for item in items[split]:
+            name, variant, view = item.key.split("/")
+            if view != "0":
+                image, _, description, _ = maker.view_of(item)
+                views[name, variant, view] = image, description
+        pairs = [(views[name, "0", view], edited) for (name, variant, view), edited
+                 in views.items() if variant != "0"]
+        assert len(pairs) == 3 * 2  # 3 originals per split x 1 manipulated version x 2 views
+        for (original, original_how), (edited, edited_how) in pairs:
+            assert (original_how == edited_how) == matched, (split, original_how, edited_how)
+            if matched:  # the same noise too: most pixels agree, the edit's do not
+                agree = np.all(np.abs(original.astype(int) - edited.astype(int)) <= 8, axis=-1)
+                assert 0.5 < agree.mean() < 1.0
+
+
 def _chunk_count(data_dir: str) -> int:
     return sum(name.startswith("chunk-") for _, _, files in os.walk(data_dir) for name in files)
 
@@ -129,14 +151,14 @@ def test_killed_build_resumes_to_identical_records(tmp_path, micro_build):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert 0 < _chunk_count(data_dir) < 6
-    assert not os.path.isdir(os.path.join(data_dir, "oscar_demo", "micro", "1.1.0"))
+    assert not os.path.isdir(os.path.join(data_dir, "oscar_demo", "micro", DEMO_VERSION))
 
     resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "outcome log" in resumed.stdout
-    path = os.path.join(data_dir, "oscar_demo", "micro", "1.1.0")
+    path = os.path.join(data_dir, "oscar_demo", "micro", DEMO_VERSION)
     assert_same_records(read_records(path), read_records(micro_build.builder.data_dir))
-    with open(os.path.join(data_dir, "_work", "oscar_demo", "micro", "1.1.0",
+    with open(os.path.join(data_dir, "_work", "oscar_demo", "micro", DEMO_VERSION,
                            "outcomes.jsonl")) as f:
         keys = [json.loads(line)["key"] for line in f]
     assert len(keys) == len(set(keys)) == micro_build.summary["totals"]["inputs"]
@@ -413,7 +435,7 @@ def test_cli_runs_a_beam_runner_given_by_name(tmp_path, micro_build):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "outcome log" in result.stdout
-    path = os.path.join(str(tmp_path), "oscar_demo", "micro", "1.1.0")
+    path = os.path.join(str(tmp_path), "oscar_demo", "micro", DEMO_VERSION)
     assert_same_records(read_records(path), read_records(micro_build.builder.data_dir))
     wrong = subprocess.run(command + ["--beam_runner", "NoSuchRunner"], cwd=ROOT,
                            capture_output=True, text=True, timeout=300)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -346,3 +347,23 @@ def test_seed_spread_and_the_comparison_beside_it():
     assert rows["II: R@1-bar"].endswith("| phash 0.4900 |")
     with pytest.raises(ValueError, match="no method 'oscar'"):
         format_comparison({"methods": {}}, spread)
+
+
+def test_records_made_before_a_builder_field_existed_regenerate_as_they_were_made(tmp_path):
+    # The released `default` config now matches train views across variants; records whose
+    # metadata predates that field were made unmatched and must be regenerated unmatched.
+    from oscar_jax.evaluation.table6 import builder_items
+
+    default = next(c for c in oscar_demo.OscarDemo.BUILDER_CONFIGS if c.name == "default")
+    assert default.matched_train_views
+    settings = {k: v for k, v in dataclasses.asdict(default).items()
+                if k not in ("version", "release_notes", "supported_versions", "tags")}
+    for stored, expected in ((None, False), (True, True)):
+        records = tmp_path / str(stored) / "oscar_demo" / "default" / "1.1.0"
+        records.mkdir(parents=True)
+        made = {k: v for k, v in settings.items() if k != "matched_train_views"}
+        if stored is not None:
+            made["matched_train_views"] = stored
+        (records / "metadata.json").write_text(json.dumps({"config": made}))
+        _, maker = builder_items(str(records))
+        assert maker.config.matched_train_views is expected

@@ -82,6 +82,31 @@ def test_missing_views_and_variants_become_invalid_slots():
     assert variant[valid].tolist() == [0, 1, 1]
 
 
+def test_matched_views_take_the_same_view_numbers_of_every_variant():
+    # Identity 1's manipulated version 2 lacks view 3: only views 0-2 can be matched there.
+    index = make_index(identities=6, variants=3, views=5, drop={(1, 2, 3)})
+    matched = ip.BatchPlanner(index, ip.Composition(6, 3, 2), seed=0, matched_views=True)
+    free = ip.BatchPlanner(index, ip.Composition(6, 3, 2), seed=0)
+    unmatched_seen = False
+    for step in range(6):
+        for planner in (matched, free):
+            records, valid = planner(step)
+            assert valid.all()
+            identity, variant, view = labels(index, records)
+            for ident in np.unique(identity):
+                mine = identity == ident
+                per_variant = [sorted(view[mine & (variant == v)]) for v in set(variant[mine])]
+                same = all(p == per_variant[0] for p in per_variant)
+                if planner is matched:
+                    assert same, (step, ident, per_variant)
+                    assert len(set(per_variant[0])) == 2
+                    if ident == 1007 and 2 in set(variant[mine]):
+                        assert 3 not in per_variant[0]
+                else:
+                    unmatched_seen |= not same
+    assert unmatched_seen  # without the option, views are drawn per variant
+
+
 def test_planner_refuses_what_cannot_make_a_batch():
     no_manipulated = make_index(identities=4, variants=1)
     with pytest.raises(ValueError, match="manipulated version"):

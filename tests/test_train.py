@@ -441,3 +441,22 @@ def test_a_field_added_since_a_run_counts_as_its_default_on_resume(tmp_path):
     changed = synthetic_tiny(total_steps=1, report_at_end=False, contrastive_chunks=2)
     with pytest.raises(ConfigConflictError, match="contrastive_chunks 1 -> 2"):
         check_resume(changed, str(tmp_path))
+
+
+def test_matched_views_on_records_made_without_them_warn(data_dir, tmp_path, capsys):
+    # The tiny records draw their train views per variant; the default demo records match.
+    assert demo_config.get_config().matched_views and not tiny_config(data_dir).matched_views
+    train.create_data(tiny_config(data_dir), str(tmp_path / "off"))
+    assert "matched_views" not in capsys.readouterr().err
+    train.create_data(tiny_config(data_dir, matched_views=True), str(tmp_path / "unmatched"))
+    assert "rebuild the records" in capsys.readouterr().err
+    matched = tmp_path / "records"
+    shutil.copytree(data_dir, matched)
+    (path,) = glob.glob(str(matched / "oscar_demo" / "tiny" / "*" / "metadata.json"))
+    with open(path) as f:
+        metadata = json.load(f)
+    metadata["config"]["matched_train_views"] = True
+    with open(path, "w") as f:
+        json.dump(metadata, f)
+    train.create_data(tiny_config(str(matched), matched_views=True), str(tmp_path / "matched"))
+    assert "matched_views" not in capsys.readouterr().err

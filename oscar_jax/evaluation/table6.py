@@ -60,6 +60,11 @@ def builder_items(records_dir: str, manual_dir: str | None = None):
     fields = {f.name for f in dataclasses.fields(template)} - {
         "name", "version", "release_notes", "supported_versions", "tags"}
     stored = {k: _tuples(v) for k, v in settings.items() if k in fields}
+    # A field added to the builder after the records were made did not exist then: the
+    # records were made as its default makes them, whatever a released config now says.
+    stored.update({f.name: f.default for f in dataclasses.fields(template)
+                   if f.name in fields and f.name not in settings
+                   and f.default is not dataclasses.MISSING})
     config = template
     if any(getattr(template, k) != v for k, v in stored.items()):
         # TFDS refuses a changed config under a released config's name.

@@ -81,6 +81,10 @@ class DemoConfig(base.SceneGraphConfig):
       test_fraction: fraction of photos and of scenes held out for the test split.
       single_views: views of each single transform per test original, in the
         PSBattles360K-S style splits `test_seen` and `test_unseen` (0: no such splits).
+      matched_train_views: in the train split, benign view k of every variant of an
+        original applies the same transforms (parameters and noise), so that a manipulated
+        view differs from the original's view k by the edit alone: the hardest negative
+        SimCLR+ can be given. Test views stay independent per variant, as in the wild.
     """
 
     photos: bool = True
@@ -93,6 +97,7 @@ class DemoConfig(base.SceneGraphConfig):
     test_views: int = 4
     test_fraction: float = 0.25
     single_views: int = 2
+    matched_train_views: bool = False
 
 
 class OscarDemoMaker(base.SceneGraphMaker):
@@ -112,7 +117,10 @@ class OscarDemoMaker(base.SceneGraphMaker):
             image, masks = edited.image, edited.masks
         if spec["view"] == 0:
             return image, masks, "", base.view_name(item.key)
-        rng = base.item_rng(self.config.seed, "view", item.key)
+        view_key = item.key
+        if self.config.matched_train_views and spec["ranges"] == "train":
+            view_key = f"{spec['original']['name']}/*/{spec['view']}"
+        rng = base.item_rng(self.config.seed, "view", view_key)
         if spec.get("single"):
             view = transforms.single_view(image, spec["single"], rng, "test", masks=masks)
         else:
@@ -156,21 +164,23 @@ class OscarDemo(base.SceneGraphBuilder):
     """Embedded demo data: sample photos, their crops and generated scenes, with scripted
     local manipulations and benign views; split by source photo or scene."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "First release.",
         "1.1.0": "Splits test_seen and test_unseen: single transforms of the test originals.",
+        "1.2.0": "default and scenes: train views shared by the variants of an original "
+                 "(matched_train_views).",
     }
     BUILDER_CONFIGS = [
         DemoConfig(name="default", description="The demo set that `make demo` trains on.",
-                   max_objects=8, crop_size=64, global_size=128),
+                   max_objects=8, crop_size=64, global_size=128, matched_train_views=True),
         DemoConfig(name="tiny", description="A few records, for tests.", max_objects=4,
                    crop_size=32, global_size=64, max_photos=3, crop_scales=(0.6,), num_scenes=3,
                    image_size=96, variants=1, train_views=1, test_views=1, test_fraction=0.34,
                    single_views=1),
         DemoConfig(name="scenes", description="Generated scenes only, ground-truth detector.",
                    max_objects=8, crop_size=64, global_size=128, photos=False, num_scenes=96,
-                   detector="oracle"),
+                   detector="oracle", matched_train_views=True),
     ]
 
     def make_maker(self) -> OscarDemoMaker:
