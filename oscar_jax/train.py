@@ -53,7 +53,6 @@ from oscar_jax.workdir import (
     cnn_weights_from_run,
     config_records_dir,
     create_model,
-    read_record_settings,
     record_config_changes,
     save_run_info,
     write_record_settings,
@@ -152,9 +151,8 @@ def create_data(config: ml_collections.ConfigDict, workdir: str):
         return None, batch
     directory = config_records_dir(config)
     if jax.process_index() == 0:  # how the records were made, so hashing can do the same
-        write_record_settings(workdir, directory)
-        if config.matched_views and not read_record_settings(directory).get(
-                "matched_train_views"):
+        settings = write_record_settings(workdir, directory)
+        if config.matched_views and not settings.get("matched_train_views"):
             print(f"warning: matched_views is on but the train views of {directory} were "
                   "drawn per variant, so a manipulated view differs from its original's by "
                   "its transforms as well as the edit; rebuild the records (the builder's "

@@ -219,11 +219,14 @@ def read_record_settings(directory: str) -> dict[str, Any]:
         return json.load(f)["config"]
 
 
-def write_record_settings(workdir: str, directory: str) -> None:
-    """Saves how the records of `directory` were made into the workdir (`records.json`)."""
+def write_record_settings(workdir: str, directory: str) -> dict[str, Any]:
+    """Saves how the records of `directory` were made into the workdir (`records.json`);
+    returns those settings."""
+    settings = read_record_settings(directory)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, RECORDS_JSON), "w") as f:
-        json.dump(read_record_settings(directory), f, indent=2)
+        json.dump(settings, f, indent=2)
+    return settings
 
 
 def record_settings(workdir: str) -> dict[str, Any]:

@@ -57,14 +57,16 @@ def builder_items(records_dir: str, manual_dir: str | None = None):
     settings = read_record_settings(records_dir)
     named = {c.name: c for c in builder_class.BUILDER_CONFIGS}
     template = named.get(settings.get("name"), builder_class.BUILDER_CONFIGS[0])
-    fields = {f.name for f in dataclasses.fields(template)} - {
-        "name", "version", "release_notes", "supported_versions", "tags"}
-    stored = {k: _tuples(v) for k, v in settings.items() if k in fields}
-    # A field added to the builder after the records were made did not exist then: the
-    # records were made as its default makes them, whatever a released config now says.
-    stored.update({f.name: f.default for f in dataclasses.fields(template)
-                   if f.name in fields and f.name not in settings
-                   and f.default is not dataclasses.MISSING})
+    stored = {}
+    for field in dataclasses.fields(template):
+        if field.name in ("name", "version", "release_notes", "supported_versions", "tags"):
+            continue
+        if field.name in settings:
+            stored[field.name] = _tuples(settings[field.name])
+        elif field.default is not dataclasses.MISSING:
+            # A field added to the builder after the records were made did not exist then:
+            # they were made as its default makes them, whatever a released config now says.
+            stored[field.name] = field.default
     config = template
     if any(getattr(template, k) != v for k, v in stored.items()):
         # TFDS refuses a changed config under a released config's name.
