@@ -56,7 +56,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) $(BROWSER_STAMP) lint
-	$(BIN)/python -m pytest -n $(WORKERS) -q
+	$(BIN)/python -m pytest -n $(WORKERS) -q --durations=20
 
 format: $(STAMP)
 	$(BIN)/ruff format .

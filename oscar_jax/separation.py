@@ -1,6 +1,6 @@
 r"""Measure how well codes tell benign views from manipulated versions of the same original.
 
-    oscar separation --workdir runs/demo [--split test]
+    oscar separation --workdir runs/demo [--split test] [--records DIR]
 
 The separation is the probability that a benign view of an original is nearer it in Hamming
 distance than a manipulated version is (ties count 1/2; 0.5 is chance, 1.0 perfect;
@@ -22,10 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="a training workdir (holds "
                                                          "config.json, checkpoints/)")
     parser.add_argument("--split", help="split to evaluate (default: the config's eval_split)")
+    parser.add_argument("--records", help="a built records folder made with the settings the "
+                                          "model was trained on (default: the workdir's), e.g. "
+                                          "oscar_demo built from your photos (--set photo_dir)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print(format_separation(separation_study(args.workdir, args.split)))
+    print(format_separation(separation_study(args.workdir, args.split, args.records)))
     return 0
 
 

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from preprocessing import build, scene_graph, transforms
+from preprocessing import build, manipulations, scene_graph, transforms
 from preprocessing.datasets import base, oscar_demo, psbattles24k
 from preprocessing.images import encode_jpeg
 from preprocessing.manipulations import generate_scene, random_manipulation
@@ -131,6 +132,46 @@ def test_matched_train_views_share_transforms_across_variants(tmp_path):
             if matched:  # the same noise too: most pixels agree, the edit's do not
                 agree = np.all(np.abs(original.astype(int) - edited.astype(int)) <= 8, axis=-1)
                 assert 0.5 < agree.mean() < 1.0
+
+
+def test_edit_of_replays_the_stored_manipulated_version(tmp_path):
+    builder = build.DATASETS["oscar_demo"](data_dir=str(tmp_path), config=micro_config())
+    maker = builder.make_maker()
+    manipulated = [item for item in builder.work_items(None)["train"]
+                   if item.spec["variant"] > 0 and item.spec["view"] == 0]
+    assert manipulated
+    for item in manipulated:
+        edit = maker.edit_of(item.spec)
+        assert edit.description.split("(")[0] in manipulations.MANIPULATIONS
+        np.testing.assert_array_equal(maker.view_of(item)[0], edit.image)
+        assert edit.changed.any()
+
+
+def test_photo_dir_replaces_the_sample_photos(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "trip").mkdir(parents=True)
+    for name, target in (("astronaut", "a.png"), ("coffee", "trip/b.png"),
+                         ("chelsea", "trip/c.png")):
+        shutil.copy(oscar_demo.photo_paths()[name], photos / target)
+    (photos / "notes.txt").write_text("not a photo")
+    config = micro_config(photo_dir=str(photos), max_photos="0", num_scenes="0")
+    builder = build.DATASETS["oscar_demo"](data_dir=str(tmp_path / "data"), config=config)
+    originals = builder.originals()
+    assert sorted({o["group"] for o in originals}) == ["a", "trip-b", "trip-c"]
+    assert {o["path"] for o in originals} == {str(photos / p) for p in
+                                              ("a.png", "trip/b.png", "trip/c.png")}
+    assert {o["split"] for o in originals} == {"train", "test"}
+    # Two files that would give one name, or too few photos, are refused.
+    shutil.copy(photos / "a.png", photos / "trip-b.png")
+    with pytest.raises(ValueError, match="both give the photo name 'trip-b'"):
+        oscar_demo.photo_paths(str(photos))
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(photos / "a.png", single / "a.png")
+    with pytest.raises(FileNotFoundError, match="holds 1 image files"):
+        oscar_demo.photo_paths(str(single))
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        oscar_demo.photo_paths(str(single / "a.png"))
 
 
 def _chunk_count(data_dir: str) -> int:

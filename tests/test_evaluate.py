@@ -289,6 +289,27 @@ def test_distractors_made_with_other_settings_are_refused(trained, tmp_path):
     assert codesets.resolve_distractors(f"{other}:train", records) == (str(other), "train")
 
 
+def test_records_made_otherwise_than_the_model_was_trained_on_are_refused(trained, tmp_path):
+    workdir, records = trained
+    other = tmp_path / "records"
+    shutil.copytree(records, other)
+    metadata = json.loads((other / "metadata.json").read_text())
+    trained_on = metadata["config"]["crop_size"]
+    metadata["config"]["crop_size"] = 2 * trained_on
+    (other / "metadata.json").write_text(json.dumps(metadata))
+    for run in (lambda: benchmarks.separation_study(workdir, "test", str(other)),
+                lambda: evaluate(workdir=workdir, records=str(other), out=str(tmp_path),
+                                 plots=False, attribution=False)):
+        with pytest.raises(ValueError, match=rf"crop_size {2 * trained_on} \(trained on: "
+                                             rf"{trained_on}\).*--set crop_size={trained_on}"):
+            run()
+    # A copy made the same way is measured like the records themselves.
+    shutil.copy(os.path.join(records, "metadata.json"), other / "metadata.json")
+    result = benchmarks.separation_study(workdir, "test", str(other))
+    assert result["records_dir"] == str(other)
+    assert result["methods"]["oscar"] == benchmarks.separation_study(workdir)["methods"]["oscar"]
+
+
 def test_query_record_equals_the_stored_record_field_by_field(trained):
     """For every full-size photo original of the records (at least two), the query path's
     record equals the builder's stored record in each model field, and different photos get
@@ -367,3 +388,4 @@ def test_records_made_before_a_builder_field_existed_regenerate_as_they_were_mad
         (records / "metadata.json").write_text(json.dumps({"config": made}))
         _, maker = builder_items(str(records))
         assert maker.config.matched_train_views is expected
+

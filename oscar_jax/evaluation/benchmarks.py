@@ -28,7 +28,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from oscar_jax.evaluation import metrics
-from oscar_jax.evaluation.codesets import CodeSet, Roles, hash_split, transform_name
+from oscar_jax.evaluation.codesets import (
+    CodeSet,
+    Roles,
+    check_records_fit_model,
+    hash_split,
+    transform_name,
+)
 from oscar_jax.inference.codes import hamming_distance, paired_distance
 from oscar_jax.inference.hasher import load_hasher
 from oscar_jax.workdir import config_records_dir, load_config
@@ -150,17 +156,22 @@ def distractor_counts(total: int, steps: int) -> list[int]:
     return sorted({0, *(round(total * k / steps) for k in range(1, steps + 1))})
 
 
-def separation_study(workdir: str, split: str | None = None) -> dict:
+def separation_study(workdir: str, split: str | None = None, records: str | None = None
+                     ) -> dict:
     """The separation of the model of `workdir` and of pHash on the records of a split (the
-    config's `eval_split` by default); also written to `<workdir>/separation.json`."""
+    config's `eval_split` by default) of its records or of the `records` folder given (made
+    with the same settings); also written to `<workdir>/separation.json`."""
     config = load_config(workdir)
     split = split or config.eval_split
+    directory = records or config_records_dir(config)
+    check_records_fit_model(directory, workdir)
     hashers = {"oscar": load_hasher(workdir), "phash": load_hasher(None, "phash")}
-    records = hash_split(config_records_dir(config), split, hashers)
-    result = {"workdir": workdir, "split": split, "records": len(records), "methods": {}}
-    for method, codes in records.codes.items():
-        scores = metrics.separation(hamming_distance(codes, codes), records.identity,
-                                    records.variant, records.view)
+    records_of_split = hash_split(directory, split, hashers)
+    result = {"workdir": workdir, "records_dir": directory, "split": split,
+              "records": len(records_of_split), "methods": {}}
+    for method, codes in records_of_split.codes.items():
+        scores = metrics.separation(hamming_distance(codes, codes), records_of_split.identity,
+                                    records_of_split.variant, records_of_split.view)
         scores["bits"] = int(codes.shape[1] * 8)
         result["methods"][method] = scores
     with open(os.path.join(workdir, "separation.json"), "w") as f:

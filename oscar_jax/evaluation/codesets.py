@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 
 from oscar_jax import input_pipeline
 from oscar_jax.inference.hasher import Hasher, load_hasher
-from oscar_jax.workdir import read_record_settings
+from oscar_jax.workdir import read_record_settings, record_settings
 from preprocessing.progress import progress
 
 READ_BATCH = 64
@@ -95,19 +95,37 @@ RECORD_MAKING_FIELDS = ("global_size", "crop_size", "max_objects", "detector",
                         "detector_options", "min_score", "encoding", "jpeg_quality")
 
 
+def _record_making_differences(theirs: dict, ours: dict, label: str) -> tuple[str, str]:
+    """('' , '') when two records' settings make the same record of an image; otherwise the
+    differing settings listed (ours labelled `label`) and the build flags that give ours."""
+    differing = [k for k in RECORD_MAKING_FIELDS if theirs.get(k) != ours.get(k)]
+    listed = ", ".join(f"{k} {theirs.get(k)!r} ({label}: {ours.get(k)!r})" for k in differing)
+    sets = " ".join(f"--set {k}={ours.get(k)}" for k in differing
+                    if k not in ("detector", "detector_options"))
+    return listed, sets
+
+
 def check_same_record_making(distractors: str, records: str) -> None:
     """Refuses distractor records made with other settings than the evaluated records."""
-    theirs, ours = read_record_settings(distractors), read_record_settings(records)
-    differing = [k for k in RECORD_MAKING_FIELDS if theirs.get(k) != ours.get(k)]
-    if differing:
-        listed = ", ".join(f"{k} {theirs.get(k)!r} (evaluated records: {ours.get(k)!r})"
-                           for k in differing)
-        sets = " ".join(f"--set {k}={ours.get(k)}" for k in differing
-                        if k not in ("detector", "detector_options"))
+    listed, sets = _record_making_differences(read_record_settings(distractors),
+                                              read_record_settings(records), "evaluated records")
+    if listed:
         raise ValueError(
             f"distractors {distractors} were made with other settings: {listed}. Rebuild "
             f"them with the evaluated records' settings (python -m preprocessing.build "
             f"--dataset distractors --input DIR --config_name NAME {sets})")
+
+
+def check_records_fit_model(records: str, workdir: str) -> None:
+    """Refuses records made with other settings than those the model of `workdir` was
+    trained on: it would hash inputs of another shape or kind than it learned."""
+    listed, sets = _record_making_differences(read_record_settings(records),
+                                              record_settings(workdir), "trained on")
+    if listed:
+        raise ValueError(
+            f"records {records} were made with other settings than the model of {workdir} "
+            f"was trained on: {listed}. Rebuild them with those settings "
+            f"(python -m preprocessing.build ... {sets})")
 
 
 def resolve_distractors(spec: str | None, directory: str) -> tuple[str, str] | None:

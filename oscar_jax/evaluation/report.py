@@ -29,6 +29,7 @@ from oscar_jax.evaluation.benchmarks import (
 from oscar_jax.evaluation.codesets import (
     CodeSet,
     Roles,
+    check_records_fit_model,
     hash_split,
     method_hashers,
     resolve_distractors,
@@ -60,6 +61,8 @@ def evaluate(*, workdir: str | None = None, compare: Sequence[str] = (),
     if "oscar" in methods and not workdir:
         raise ValueError("method 'oscar' needs --workdir")
     models = ([workdir] if workdir and "oscar" in methods else []) + list(compare)
+    for model in models:
+        check_records_fit_model(records, model)
     hashers, model_dirs = method_hashers(models, methods)
 
     test = hash_split(records, split, hashers)

@@ -2,7 +2,8 @@
 
 Originals come from three places, none downloaded:
 
-* the sample photos inside scikit-image (`skimage/data`) and matplotlib (`mpl-data/sample_data`);
+* the sample photos inside scikit-image (`skimage/data`) and matplotlib (`mpl-data/sample_data`),
+  or the photos of a folder (`photo_dir`);
 * crops of those photos at several scales, each a further original;
 * procedurally generated scenes whose objects are known exactly (`manipulations.generate_scene`).
 
@@ -31,7 +32,7 @@ import tensorflow_datasets as tfds
 
 from preprocessing import manipulations, transforms
 from preprocessing.datasets import base
-from preprocessing.images import decode_image, shrink_to_fit
+from preprocessing.images import decode_image, image_files, shrink_to_fit
 
 # Photos inside scikit-image: (file, note). Near-duplicates (the right motorcycle view, the
 # chessboards) are left out so that no two originals show the same scene.
@@ -44,8 +45,27 @@ SKIMAGE_PHOTOS = (
 MATPLOTLIB_PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "logo2.png")
 
 
-def photo_paths() -> dict[str, str]:
-    """Name -> path of every sample photo shipped inside the installed dependencies."""
+def photo_paths(photo_dir: str = "") -> dict[str, str]:
+    """Name -> path of every sample photo shipped inside the installed dependencies, or of
+    every image file under `photo_dir` when given (named by its path there, without the
+    extension, sub-folders joined by '-')."""
+    if photo_dir:
+        photo_dir = os.path.expanduser(photo_dir)
+        if not os.path.isdir(photo_dir):
+            raise FileNotFoundError(f"photo_dir {photo_dir!r} is not a folder; pass --set "
+                                    "photo_dir=DIR with a folder of photos")
+        paths = {}
+        for path in image_files([photo_dir]):
+            # Record keys are name/variant/view: sub-folders join the name with '-'.
+            name = os.path.splitext(os.path.relpath(path, photo_dir))[0].replace(os.sep, "-")
+            if name.lower() in paths:
+                raise ValueError(f"{path} and {paths[name.lower()]} both give the photo name "
+                                 f"{name.lower()!r}; rename one of them")
+            paths[name.lower()] = path
+        if len(paths) < 2:
+            raise FileNotFoundError(f"photo_dir {photo_dir!r} holds {len(paths)} image files; "
+                                    "the demo's splits need at least 2")
+        return paths
     import matplotlib
     import skimage
 
@@ -71,6 +91,8 @@ class DemoConfig(base.SceneGraphConfig):
 
     Attributes:
       photos: whether the sample photos (and their crops) are originals.
+      photo_dir: a folder whose image files replace the sample photos (''), e.g. to measure
+        a trained demo model on photos it has never seen, with the same edits and views.
       max_photos: use at most this many sample photos (0: all).
       crop_scales: each photo also gives one crop at each of these fractions of its side.
       num_scenes: procedurally generated scenes.
@@ -88,6 +110,7 @@ class DemoConfig(base.SceneGraphConfig):
     """
 
     photos: bool = True
+    photo_dir: str = ""
     max_photos: int = 0
     crop_scales: tuple[float, ...] = (0.45, 0.65)
     num_scenes: int = 48
@@ -105,16 +128,22 @@ class OscarDemoMaker(base.SceneGraphMaker):
 
     config: DemoConfig
 
+    def edit_of(self, spec: dict) -> manipulations.Manipulated:
+        """The scripted edit of a manipulated variant (`spec['variant']` >= 1): the same for
+        every view of it, in any process."""
+        image, masks = self.original(spec["original"])
+        donor, donor_masks = self.original(spec["donor"])
+        rng = base.item_rng(self.config.seed, "manipulation", spec["identity"], spec["variant"])
+        return manipulations.random_manipulation(image, rng, masks=masks, donor=donor,
+                                                 donor_masks=donor_masks)
+
     def view_of(self, item: base.WorkItem):
         spec = item.spec
-        image, masks = self.original(spec["original"])
         if spec["variant"] > 0:
-            donor, donor_masks = self.original(spec["donor"])
-            rng = base.item_rng(self.config.seed, "manipulation", spec["identity"], spec["variant"])
-            edited = manipulations.random_manipulation(
-                image, rng, masks=masks, donor=donor, donor_masks=donor_masks
-            )
+            edited = self.edit_of(spec)
             image, masks = edited.image, edited.masks
+        else:
+            image, masks = self.original(spec["original"])
         if spec["view"] == 0:
             return image, masks, "", base.view_name(item.key)
         view_key = item.key
@@ -191,7 +220,7 @@ class OscarDemo(base.SceneGraphBuilder):
         config: DemoConfig = self.builder_config
         originals = []
         if config.photos:
-            paths = photo_paths()
+            paths = photo_paths(config.photo_dir)
             names = sorted(paths)[: config.max_photos or None]
             held_out = _held_out(names, config.test_fraction, config.seed)
             for name in names:
