@@ -178,6 +178,21 @@ def _chunk_count(data_dir: str) -> int:
     return sum(name.startswith("chunk-") for _, _, files in os.walk(data_dir) for name in files)
 
 
+def test_a_split_whose_every_input_fails_is_one_clear_error(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = ["a", "b", "c"]
+    held_out = oscar_demo._held_out(names, float(MICRO["test_fraction"]), 0)
+    for name, sample in zip(names, ("astronaut", "coffee", "chelsea"), strict=True):
+        data = open(oscar_demo.photo_paths()[sample], "rb").read()
+        (photos / f"{name}.png").write_bytes(data[:500] if name in held_out else data)
+    config = micro_config(photo_dir=str(photos), max_photos="0", num_scenes="0")
+    with pytest.raises(ValueError, match=r"all \d+ inputs of oscar_demo/test failed, so it "
+                                         r"would be empty: .*, e.g. .*photos/[abc].png"):
+        build.build("oscar_demo", data_dir=str(tmp_path / "data"), config=config,
+                    verbose=False)
+
+
 def test_killed_build_resumes_to_identical_records(tmp_path, micro_build):
     data_dir = str(tmp_path / "killed")
     command = [sys.executable, "-m", "preprocessing.build", "--dataset", "oscar_demo",

@@ -16,6 +16,7 @@ too, so the log accounts for every input.
 from __future__ import annotations
 
 import abc
+import collections
 import dataclasses
 import hashlib
 import json
@@ -228,7 +229,14 @@ def run_items(
         finally:
             if pool is not None:
                 pool.terminate()
-    write_outcomes(os.path.join(work_dir, "outcomes.jsonl"), outcomes)
+    log = os.path.join(work_dir, "outcomes.jsonl")
+    write_outcomes(log, outcomes)
+    if outcomes and not any(o.status == "ok" for o in outcomes):
+        # TFDS cannot write an empty split: say why, not "No examples were yielded".
+        reasons = collections.Counter(o.reason for o in outcomes).most_common(2)
+        listed = "; ".join(f"{count} x {reason}" for reason, count in reasons)
+        raise ValueError(f"all {len(outcomes)} inputs of {desc} failed, so it would be "
+                         f"empty: {listed}, e.g. {outcomes[0].source} (every outcome: {log})")
 
 
 @dataclasses.dataclass(eq=False)
