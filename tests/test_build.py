@@ -178,7 +178,8 @@ def _chunk_count(data_dir: str) -> int:
     return sum(name.startswith("chunk-") for _, _, files in os.walk(data_dir) for name in files)
 
 
-def test_a_split_whose_every_input_fails_is_one_clear_error(tmp_path):
+@pytest.mark.parametrize("beam", [False, True], ids=["in_process", "beam"])
+def test_a_split_whose_every_input_fails_is_one_clear_error(tmp_path, beam):
     photos = tmp_path / "photos"
     photos.mkdir()
     names = ["a", "b", "c"]
@@ -190,7 +191,7 @@ def test_a_split_whose_every_input_fails_is_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"all \d+ inputs of oscar_demo/test failed, so it "
                                          r"would be empty: .*, e.g. .*photos/[abc].png"):
         build.build("oscar_demo", data_dir=str(tmp_path / "data"), config=config,
-                    verbose=False)
+                    beam=beam, verbose=False)
 
 
 def test_killed_build_resumes_to_identical_records(tmp_path, micro_build):

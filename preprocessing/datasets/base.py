@@ -231,12 +231,20 @@ def run_items(
                 pool.terminate()
     log = os.path.join(work_dir, "outcomes.jsonl")
     write_outcomes(log, outcomes)
-    if outcomes and not any(o.status == "ok" for o in outcomes):
-        # TFDS cannot write an empty split: say why, not "No examples were yielded".
-        reasons = collections.Counter(o.reason for o in outcomes).most_common(2)
-        listed = "; ".join(f"{count} x {reason}" for reason, count in reasons)
-        raise ValueError(f"all {len(outcomes)} inputs of {desc} failed, so it would be "
-                         f"empty: {listed}, e.g. {outcomes[0].source} (every outcome: {log})")
+    check_not_all_failed(outcomes, desc, log)
+
+
+def check_not_all_failed(outcomes: Sequence[Outcome], desc: str, log: str) -> None:
+    """Raises a one-line ValueError when a split has inputs and every one failed: TFDS cannot
+    write an empty split, and its own error ("No examples were yielded") says nothing of why."""
+    if not outcomes or any(o.status == "ok" for o in outcomes):
+        return
+    failed = [o for o in outcomes if o.status != "ok"]
+    reasons = collections.Counter(o.reason for o in failed).most_common(2)
+    listed = "; ".join(f"{count} x {reason}" for reason, count in reasons)
+    example = min(failed, key=lambda o: o.key).source
+    raise ValueError(f"all {len(outcomes)} inputs of {desc} failed, so it would be "
+                     f"empty: {listed}, e.g. {example} (every outcome: {log})")
 
 
 @dataclasses.dataclass(eq=False)
@@ -399,7 +407,7 @@ class SceneGraphBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         maker = self.make_maker()
         split_dir = os.path.join(self.work_dir, split)
         if self.use_beam:
-            return _beam_transform(items, maker, split_dir)
+            return _beam_transform(items, maker, split_dir, f"{self.name}/{split}")
         return run_items(items, maker, work_dir=split_dir, workers=self.workers,
                          desc=f"{self.name}/{split}")
 
@@ -441,8 +449,9 @@ class SceneGraphBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         return result
 
 
-def _beam_transform(items: list[WorkItem], maker: RecordMaker, split_dir: str):
-    """The same records as `run_items`, as a Beam PTransform; outcomes go to a JSONL file."""
+def _beam_transform(items: list[WorkItem], maker: RecordMaker, split_dir: str, desc: str):
+    """The same records as `run_items`, as a Beam PTransform; outcomes go to a JSONL file,
+    and a split whose every input fails stops the pipeline with `check_not_all_failed`."""
     import apache_beam as beam
 
     os.makedirs(split_dir, exist_ok=True)
@@ -455,11 +464,19 @@ def _beam_transform(items: list[WorkItem], maker: RecordMaker, split_dir: str):
                 | "Items" >> beam.Create(items, reshuffle=True)
                 | "Make" >> beam.Map(lambda item: make_one(maker, item))
             )
+            outcomes = results | "Outcome" >> beam.Map(lambda result: result[0])
             _ = (
-                results
-                | "Outcomes" >> beam.Map(lambda result: result[0].to_json())
+                outcomes
+                | "Outcomes" >> beam.Map(lambda outcome: outcome.to_json())
                 | "WriteOutcomes" >> beam.io.WriteToText(
                     outcome_path, shard_name_template="", num_shards=1)
+            )
+            # Every failure's outcome is small; a split of only failures is what is checked.
+            _ = (
+                outcomes
+                | "Failed" >> beam.Filter(lambda outcome: outcome.status != "ok")
+                | "FailedOnly" >> beam.combiners.ToList()
+                | "NotAllFailed" >> beam.Map(_check_beam_split, len(items), desc, outcome_path)
             )
             return (
                 results
@@ -468,6 +485,11 @@ def _beam_transform(items: list[WorkItem], maker: RecordMaker, split_dir: str):
             )
 
     return MakeRecords()
+
+
+def _check_beam_split(failed: list[Outcome], total: int, desc: str, log: str) -> None:
+    if total and len(failed) == total:
+        check_not_all_failed(failed, desc, log)
 
 
 def summarize(outcomes: Sequence[Outcome]) -> dict:
