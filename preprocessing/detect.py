@@ -254,6 +254,10 @@ _CONTRAST_AT_HALF = 1.25
 _NMS_IOU = 0.5
 # Proposals that reach mask-building; the rest cannot make the top `max_objects` anyway.
 _MAX_PROPOSALS = 48
+# MSER proposals: a region must stay the same for this many grey levels of the saliency map
+# (OpenCV's default delta) to count as stable.
+_MSER_DELTA = 5
+PROPOSALS = ("segments", "mser")
 
 
 def saliency_map(rgb: np.ndarray, side: int = 64) -> np.ndarray:
@@ -411,6 +415,36 @@ def _segment_proposals(rgb: np.ndarray, saliency: np.ndarray) -> _Candidates:
     )
 
 
+def _mser_proposals(saliency: np.ndarray) -> _Candidates:
+    """Maximally stable extremal regions (Matas et al., BMVC 2002) of the saliency map.
+
+    A region is a connected set of pixels brighter than a saliency level whose area barely
+    changes over `_MSER_DELTA` neighbouring levels: an object that stands out keeps the same
+    extent under the small shifts in saliency that noise, compression, resizing and colour
+    changes cause, where graph segments split and merge. Scored like segments from their
+    size and mean saliency relative to the image (regions are nested, not a partition, so
+    overlapping ones are left to non-maximum suppression).
+    """
+    height, width = saliency.shape
+    area = height * width
+    mser = cv2.MSER_create(delta=_MSER_DELTA, min_area=max(1, int(_MIN_AREA * area)),
+                           max_area=max(2, int(_MAX_AREA * area)))
+    regions, _ = mser.detectRegions(np.round(saliency * 255).astype(np.uint8))
+    if not len(regions):
+        return _Candidates.concat([], height, width)
+    masks = np.zeros((len(regions), height, width), bool)
+    for i, points in enumerate(regions):
+        masks[i, points[:, 1], points[:, 0]] = True
+    fraction = masks.mean(axis=(1, 2))
+    contrast = (masks * saliency).sum(axis=(1, 2)) / np.maximum(masks.sum(axis=(1, 2)), 1)
+    contrast = contrast / max(float(saliency.mean()), 1e-6)
+    strength = np.minimum(1.0, np.sqrt(fraction / _AREA_FULL)) * (contrast / _CONTRAST_AT_HALF) ** 2
+    scores = strength / (1.0 + strength)
+    order = np.argsort(-scores, kind="stable")[:_MAX_PROPOSALS]
+    return _Candidates(scores=scores[order], classes=np.zeros(len(order), np.int32),
+                       masks=masks[order])
+
+
 @dataclasses.dataclass
 class ClassicalDetector(_Lazy):
     """Embedded instance detector: an approximation of Mask R-CNN that needs no weights.
@@ -423,9 +457,12 @@ class ClassicalDetector(_Lazy):
     2. OpenCV's Haar cascades (frontal face, frontal cat face, full body, upper body) give
        category-level instances; the score is a logistic of the cascade's final level weight
        and the mask is GrabCut initialised with the box (seeded, a few iterations).
-    3. Felzenszwalb graph segmentation gives class-agnostic region proposals (class 0,
-       "region"), scored from their size, compactness and mean saliency relative to the image
-       (see `saliency_map`); tiny segments and those lying along the image frame are dropped.
+    3. Class-agnostic region proposals (class 0, "region"), scored from their size and mean
+       saliency relative to the image (see `saliency_map`): with `proposals='segments'`,
+       Felzenszwalb graph segments, also scored on compactness, with tiny segments and those
+       lying along the image frame dropped; with `proposals='mser'`, the maximally stable
+       extremal regions of the saliency map (`_mser_proposals`), which keep their extent
+       under benign transforms far better (README, Detector backends).
     4. Greedy non-maximum suppression on mask IoU, then `top(max_objects, min_score)`.
 
     How it differs from Mask R-CNN: only faces, cat faces and people have categories (see
@@ -440,11 +477,14 @@ class ClassicalDetector(_Lazy):
       max_objects: most instances returned.
       min_score: instances scoring below this are dropped.
       work_size: longer side, in pixels, of the copy that detection runs on.
+      proposals: where region proposals come from: 'segments' (graph segmentation) or
+        'mser' (stable regions of the saliency map).
     """
 
     max_objects: int = 16
     min_score: float = 0.5
     work_size: int = 256
+    proposals: str = "segments"
     _cascades: Any = _cache_field()
 
     _LAZY = ("_cascades",)
@@ -453,6 +493,9 @@ class ClassicalDetector(_Lazy):
         _check_options(self.min_score, self.max_objects)
         if self.work_size < 32:
             raise ValueError(f"work_size must be >= 32 pixels, got {self.work_size}")
+        if self.proposals not in PROPOSALS:
+            raise ValueError(f"proposals must be one of {', '.join(PROPOSALS)}, got "
+                             f"{self.proposals!r}")
 
     def _load_cascades(self) -> list[tuple[int, Any, float]]:
         if self._cascades is None:
@@ -512,10 +555,11 @@ class ClassicalDetector(_Lazy):
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         work = cv2.resize(rgb, (work_w, work_h), interpolation=interpolation)
 
-        candidates = _Candidates.concat(
-            [self._cascade_candidates(work), _segment_proposals(work, saliency_map(work))],
-            work_h, work_w,
-        )
+        saliency = saliency_map(work)
+        regions = (_mser_proposals(saliency) if self.proposals == "mser"
+                   else _segment_proposals(work, saliency))
+        candidates = _Candidates.concat([self._cascade_candidates(work), regions],
+                                        work_h, work_w)
         keep = candidates.scores >= self.min_score
         scores, classes, masks = (
             candidates.scores[keep], candidates.classes[keep], candidates.masks[keep]

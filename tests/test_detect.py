@@ -129,6 +129,8 @@ def test_out_of_range_options_are_refused():
         detect.make_detector("classical", min_score=1.5)
     with pytest.raises(ValueError, match="work_size"):
         detect.make_detector("classical", work_size=8)
+    with pytest.raises(ValueError, match="proposals must be one of segments, mser"):
+        detect.make_detector("classical", proposals="selective_search")
 
 
 # --------------------------------------------------------------------------- classical
@@ -214,6 +216,55 @@ def test_classical_accepts_grey_and_rgba(scene, scene_detections):
 def test_classical_refuses_float_images():
     with pytest.raises(ValueError, match="uint8"):
         detect.make_detector("classical")(np.zeros((32, 32, 3), np.float32))
+
+
+def test_mser_proposals_find_both_shapes_and_nothing_on_texture(scene):
+    image, truth = scene
+    mser = detect.make_detector("classical", proposals="mser")
+    dets = mser(image)
+    assert_well_formed(dets, *image.shape[:2])
+    iou = detect.mask_iou(truth[:, None], dets.masks[None])
+    assert iou.max(axis=1).min() > 0.7, iou
+    assert len(set(iou.argmax(axis=1).tolist())) == 2
+    assert_same(dets, detect.make_detector("classical", proposals="mser")(image))
+    noise = np.random.default_rng(3).normal(90, 20, (128, 160, 3)).clip(0, 255)
+    assert len(mser(noise.astype(np.uint8))) == 0
+    assert len(mser(np.full((64, 64, 3), 128, np.uint8))) == 0
+
+
+def benign_copy(image: np.ndarray, seed: int) -> np.ndarray:
+    """JPEG at quality 60, 15 % brighter, Gaussian noise of sigma 6: a redistributed copy."""
+    import cv2
+
+    _, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 60])
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
+    noise = np.random.default_rng(seed).normal(0, 6, decoded.shape)
+    return (decoded * 1.15 + noise).clip(0, 255).astype(np.uint8)
+
+
+def mask_agreement(a: Detections, b: Detections) -> float:
+    """Mean over both sides of each instance's best mask IoU on the other side."""
+    if len(a) == 0 or len(b) == 0:
+        return 0.0
+    iou = detect.mask_iou(a.masks[:, None], b.masks[None])
+    return float(iou.max(axis=1).mean() + iou.max(axis=0).mean()) / 2
+
+
+def test_mser_regions_keep_their_extent_under_benign_changes():
+    from skimage import data
+
+    agreement = {}
+    for proposals in detect.PROPOSALS:
+        detector = detect.make_detector("classical", max_objects=8, proposals=proposals)
+        agreement[proposals] = [
+            mask_agreement(detector(image), detector(benign_copy(image, seed)))
+            for image in (data.chelsea(), data.coffee(), data.rocket())
+            for seed in range(2)
+        ]
+    # What the hash needs of its nodes: the same objects after a benign copy. Graph segments
+    # split and merge under compression and noise (0.4 to 0.6 here); stable regions do not.
+    assert min(agreement["mser"]) > 0.7, agreement
+    assert np.mean(agreement["mser"]) > np.mean(agreement["segments"]) + 0.2, agreement
 
 
 def test_classical_finds_the_astronauts_face(classical):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -12,21 +11,15 @@ import sys
 import ml_collections
 import pytest
 
+from tests import benchmark_scripts
 from tests.processes import child_xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "benchmarks", "train_step.py")
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_step_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = benchmark_scripts.path("train_step")
 
 
 def test_peaks_overrides_and_flags():
-    script = load_script()
+    script = benchmark_scripts.load("train_step")
     peak = script.peak_tflops
     assert peak("NVIDIA H200", "bfloat16") == (989.0, "bfloat16", None)
     assert peak("NVIDIA H100 80GB HBM3", "float32") == (494.0, "TF32", 67.0)
