@@ -250,6 +250,69 @@ class LoadBatch(grain.transforms.Map):
         return batch
 
 
+@dataclasses.dataclass(frozen=True)
+class PhotometricJitter(grain.transforms.RandomMap):
+    """Online photometric augmentation of a training batch, on top of the records' stored
+    views: the stored views are few and fixed (the demo has 5 per variant), so a model can
+    learn invariance to exactly those images rather than to the transforms.
+
+    Each (original, view slot) of the batch draws one brightness, contrast, saturation and
+    per-channel gain factor and one noise pattern, applied alike to the global view and every
+    real node crop of each of that slot's variants: an original's view and its manipulated
+    version's view in the same slot still differ by the edit alone (as with `matched_views`),
+    and the records' scene graphs stay true (nothing that moves pixels, which would need new
+    detections). Padding crops are left as they are. The ranges are kept inside those of the
+    benign views the records draw (`preprocessing.transforms`).
+    """
+
+    composition: Composition
+    strength: float = 1.0  # multiplies every range below
+    brightness: float = 0.25  # factor in [1 - b, 1 + b]
+    contrast: float = 0.25  # about mid-grey
+    saturation: float = 0.4  # blend with the grey image
+    gain: float = 0.08  # per-channel factor in [1 - g, 1 + g]
+    noise: float = 8.0  # Gaussian noise with sigma up to this, in grey levels
+
+    def random_map(self, batch: Batch, rng: np.random.Generator) -> Batch:
+        c, k = self.composition, self.strength
+        slots = (c.originals, 1, c.views)
+        brightness = rng.uniform(1 - k * self.brightness, 1 + k * self.brightness, slots)
+        contrast = rng.uniform(1 - k * self.contrast, 1 + k * self.contrast, slots)
+        saturation = rng.uniform(1 - k * self.saturation, 1 + k * self.saturation, slots)
+        gain = rng.uniform(1 - k * self.gain, 1 + k * self.gain, (*slots, 3))
+        sigma = rng.uniform(0.0, k * self.noise, slots)
+        noise_seed = rng.integers(2**32, size=slots)
+
+        def per_record(x: np.ndarray) -> np.ndarray:
+            """[O, 1, V, ...] -> [B, ...] broadcast over the variants."""
+            x = np.broadcast_to(x, (c.originals, c.variants, c.views, *x.shape[3:]))
+            return x.reshape(c.batch_size, *x.shape[3:])
+
+        factors = [per_record(f) for f in (brightness, contrast, saturation, gain, sigma)]
+        seeds = per_record(noise_seed)
+
+        def jitter(images: np.ndarray, b: int) -> np.ndarray:
+            """uint8 [..., H, W, 3] of record b -> the same, jittered."""
+            bright, contr, sat, chan, sig = (f[b] for f in factors)
+            x = images.astype(np.float32) * bright
+            # About mid-grey rather than each image's mean, which an edit moves: pixels the
+            # edit did not touch stay equal between an original and its manipulated version.
+            x = (x - 127.5) * contr + 127.5
+            grey = (x @ np.float32([0.299, 0.587, 0.114]))[..., None]
+            x = (x - grey) * sat + grey
+            x = x * chan.astype(np.float32)
+            noise = np.random.default_rng(seeds[b]).standard_normal(images.shape[-3:])
+            x = x + noise.astype(np.float32) * sig
+            return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+        image, crops = batch["image"].copy(), batch["crops"].copy()
+        for b in range(c.batch_size):
+            image[b] = jitter(image[b], b)
+            real = batch["node_mask"][b]
+            crops[b, real] = jitter(crops[b, real], b)
+        return {**batch, "image": image, "crops": crops}
+
+
 def train_dataset(
     directory: str,
     split: str,
@@ -262,28 +325,34 @@ def train_dataset(
     shard_count: int = 1,
     index_cache: str | None = None,
     matched_views: bool = False,
+    photometric_jitter: float = 0.0,
 ) -> tuple[grain.IterDataset, Batch]:
     """The training batches of `num_steps` steps as a grain dataset (iterate it, checkpoint
-    its iterator), and the first batch decoded here, for shapes."""
+    its iterator), and the first batch decoded here, for shapes. With `photometric_jitter`
+    above 0, every batch is augmented by `PhotometricJitter` of that strength, drawn from the
+    seed and the step."""
     source = open_source(directory, split)
     index = read_index(source, cache_dir=index_cache)
     planner = BatchPlanner(index, composition, seed=seed, shard_index=shard_index,
                            shard_count=shard_count, matched_views=matched_views)
     load = LoadBatch(directory, split, index.ordinal)
-    dataset = (
-        grain.MapDataset.range(num_steps)
-        .map(planner)
-        .map(load)
-        .to_iter_dataset(grain.ReadOptions(num_threads=0 if workers else 2,
-                                           prefetch_buffer_size=2))
-    )
+    steps = grain.MapDataset.range(num_steps).map(planner).map(load)
+    if photometric_jitter < 0:
+        raise ValueError(f"photometric_jitter must be >= 0 (0: off), got {photometric_jitter}")
+    if photometric_jitter > 0:
+        # Host shards of one step draw different factors: their originals differ anyway.
+        steps = steps.random_map(PhotometricJitter(composition, float(photometric_jitter)),
+                                 seed=int(np.random.SeedSequence([seed, shard_index, 2])
+                                          .generate_state(1)[0]))
+    dataset = steps.to_iter_dataset(grain.ReadOptions(num_threads=0 if workers else 2,
+                                                      prefetch_buffer_size=2))
     if workers:
         if not flags.FLAGS.is_parsed():
             # grain's worker processes read absl flags; outside an absl app, use defaults.
             flags.FLAGS.mark_as_parsed()
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
                                                                    per_worker_buffer_size=2))
-    return dataset, load.map(planner(0))
+    return dataset, steps[0]
 
 
 def read_split(directory: str, split: str, *, batch_size: int = 256) -> Iterator[Batch]:

@@ -162,7 +162,8 @@ def create_data(config: ml_collections.ConfigDict, workdir: str):
         directory, config.train_split, composition, seed=config.seed,
         num_steps=config.total_steps, workers=config.data_workers,
         shard_index=jax.process_index(), shard_count=jax.process_count(),
-        index_cache=os.path.join(workdir, "cache"), matched_views=config.matched_views)
+        index_cache=os.path.join(workdir, "cache"), matched_views=config.matched_views,
+        photometric_jitter=config.photometric_jitter)
     return iter(dataset), example
 
 

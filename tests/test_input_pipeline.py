@@ -179,3 +179,77 @@ def test_iterator_state_resumes_the_same_batches_in_worker_processes(tiny_record
 def test_read_split_returns_every_record_once(tiny_records):
     keys = np.concatenate([b["key"] for b in ip.read_split(tiny_records, "test", batch_size=5)])
     assert len(keys) == 12 and len(set(keys.tolist())) == 12
+
+
+def slot_batch(composition: ip.Composition, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch whose variants of each (original, view slot) hold the same pixels, with the
+    last node of every record a padding slot."""
+    c = composition
+    batch = ip.synthetic_batch(c, max_objects=3, crop_size=8, global_size=16, seed=seed)
+    shape = (c.originals, c.variants, c.views)
+    for name in ("image", "crops"):
+        x = batch[name].reshape(*shape, *batch[name].shape[1:])
+        batch[name] = np.broadcast_to(x[:, :1], x.shape).reshape(batch[name].shape).copy()
+    batch["node_mask"][:] = True
+    batch["node_mask"][:, -1] = False
+    return batch
+
+
+def test_photometric_jitter_is_matched_per_slot_and_leaves_padding_and_labels():
+    composition = ip.Composition(3, 2, 2)
+    batch = slot_batch(composition)
+    jitter = ip.PhotometricJitter(composition)
+    out = jitter.random_map(batch, np.random.default_rng(0))
+    for name in batch:
+        if name not in ("image", "crops"):
+            np.testing.assert_array_equal(out[name], batch[name], err_msg=name)
+    np.testing.assert_array_equal(out["crops"][:, -1], batch["crops"][:, -1])  # padding
+    assert not np.array_equal(out["image"], batch["image"])
+    # Variants of one (original, view slot) are jittered alike; view slots and originals not.
+    image = out["image"].reshape(3, 2, 2, 16, 16, 3)
+    crops = out["crops"].reshape(3, 2, 2, 4, 8, 8, 3)
+    np.testing.assert_array_equal(image[:, 0], image[:, 1])
+    np.testing.assert_array_equal(crops[:, 0], crops[:, 1])
+    original = batch["image"].reshape(3, 2, 2, 16, 16, 3)
+    change = image.astype(int) - original
+    assert not np.array_equal(change[:, :, 0], change[:, :, 1])
+    assert not np.array_equal(change[0], change[1])
+    # The same generator state gives the same batch.
+    again = jitter.random_map(batch, np.random.default_rng(0))
+    np.testing.assert_array_equal(again["image"], out["image"])
+
+
+def test_photometric_jitter_brightness_alone_scales_each_record_within_its_range():
+    composition = ip.Composition(2, 2, 3)
+    batch = slot_batch(composition)
+    batch["image"][:] = 100
+    only_brightness = ip.PhotometricJitter(composition, strength=0.5, brightness=1.0,
+                                           contrast=0.0, saturation=0.0, gain=0.0, noise=0.0)
+    out = only_brightness.random_map(batch, np.random.default_rng(3))["image"].astype(int)
+    per_record = out.reshape(12, -1)
+    assert (per_record == per_record[:, :1]).all()  # one factor per image, no noise
+    assert per_record.min() >= 50 and per_record.max() <= 150  # factors in [0.5, 1.5]
+    assert per_record.min() < 75 and per_record.max() > 125  # drawn over that range
+    value = per_record[:, 0].reshape(2, 2, 3)  # original, variant, view slot
+    np.testing.assert_array_equal(value[:, 0], value[:, 1])  # one factor per slot
+    assert all(len(set(value[o, 0].tolist())) == 3 for o in range(2))
+
+
+def test_jittered_batches_are_drawn_from_seed_and_step(tiny_records):
+    composition = ip.Composition(2, 2, 2)
+    plain, _ = ip.train_dataset(tiny_records, "train", composition, seed=0, num_steps=3)
+    jittered, example = ip.train_dataset(tiny_records, "train", composition, seed=0,
+                                         num_steps=3, photometric_jitter=1.0)
+    again, _ = ip.train_dataset(tiny_records, "train", composition, seed=0, num_steps=3,
+                                photometric_jitter=1.0)
+    plain, jittered, again = (list(d) for d in (plain, jittered, again))
+    np.testing.assert_array_equal(jittered[0]["image"], example["image"])
+    for p, j, a in zip(plain, jittered, again, strict=True):
+        np.testing.assert_array_equal(j["image"], a["image"])
+        assert not np.array_equal(j["image"], p["image"])
+        np.testing.assert_array_equal(j["geometry"], p["geometry"])
+    assert not np.array_equal(jittered[0]["image"] - plain[0]["image"],
+                              jittered[1]["image"] - plain[1]["image"])
+    with pytest.raises(ValueError, match="photometric_jitter must be >= 0"):
+        ip.train_dataset(tiny_records, "train", composition, seed=0, num_steps=3,
+                         photometric_jitter=-0.5)

@@ -344,6 +344,15 @@ def test_separation_by_hand():
     assert result["separation"] == pytest.approx(0.625)
     assert result["benign_distance"] == pytest.approx(2.5)
     assert result["manipulated_distance"] == pytest.approx(3.0)
+    # m1 and m2 are untransformed (view 0): the edits alone, at 4 and 2, neither unseen.
+    assert result["edit_distance"] == pytest.approx(3.0) and result["edits_unseen"] == 0.0
+    view_one = metrics.separation(distance, identity, variant, np.array([0, 1, 2, 1, 0]))
+    assert view_one["edit_distance"] == pytest.approx(2.0)  # m1 is a view of its edit now
+    unseen = distance.copy()
+    unseen[0, 4] = 0  # m2's edit moves no bit
+    assert metrics.separation(unseen, identity, variant, view)["edits_unseen"] == 0.5
+    no_edit_alone = metrics.separation(distance, identity, variant, np.array([0, 1, 2, 1, 2]))
+    assert np.isnan(no_edit_alone["edit_distance"]) and np.isnan(no_edit_alone["edits_unseen"])
     # A second identity without manipulated versions is left out, not scored.
     result = metrics.separation(np.pad(distance, ((0, 2), (0, 2))), np.r_[identity, 1, 1],
                         np.r_[variant, 0, 0], np.r_[view, 0, 1])

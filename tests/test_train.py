@@ -460,3 +460,13 @@ def test_matched_views_on_records_made_without_them_warn(data_dir, tmp_path, cap
         json.dump(metadata, f)
     train.create_data(tiny_config(str(matched), matched_views=True), str(tmp_path / "matched"))
     assert "matched_views" not in capsys.readouterr().err
+
+
+def test_photometric_jitter_reaches_the_trainer_s_batches(data_dir, tmp_path):
+    plain_iterator, plain = train.create_data(tiny_config(data_dir), str(tmp_path / "plain"))
+    jitter_iterator, jittered = train.create_data(tiny_config(data_dir, photometric_jitter=1.0),
+                                                  str(tmp_path / "jitter"))
+    for name in plain:
+        same = np.array_equal(plain[name], jittered[name])
+        assert same != (name in ("image", "crops")), name
+    assert not np.array_equal(next(plain_iterator)["image"], next(jitter_iterator)["image"])

@@ -462,11 +462,14 @@ def separation(distance: np.ndarray, identity: np.ndarray, variant: np.ndarray,
       identity, variant, view: int [R] labels of the records.
 
     Returns:
-      {'separation', 'benign_distance', 'manipulated_distance', 'identities'}: the score, the
-      mean distances of benign views and of manipulated records to their reference, and the
-      number of identities that had a reference, a benign view and a manipulated record.
+      {'separation', 'benign_distance', 'manipulated_distance', 'identities', 'edit_distance',
+      'edits_unseen'}: the score, the mean distances of benign views and of manipulated
+      records to their reference, the number of identities that had a reference, a benign
+      view and a manipulated record; and over the manipulated versions' untransformed views
+      (view 0: the edit alone), their mean distance to the reference and the share at
+      distance 0, which the code does not see at all (both NaN without such views).
     """
-    scores, benign_mean, manipulated_mean = [], [], []
+    scores, benign_mean, manipulated_mean, edit_distances = [], [], [], []
     for ident in np.unique(identity):
         mine = identity == ident
         reference = np.flatnonzero(mine & (variant == 0) & (view == 0))
@@ -481,11 +484,15 @@ def separation(distance: np.ndarray, identity: np.ndarray, variant: np.ndarray,
         scores.append(np.mean(nearer + 0.5 * tied))
         benign_mean.append(d_benign.mean())
         manipulated_mean.append(d_manipulated.mean())
+        edit_distances.extend(distance[reference[0], manipulated[view[manipulated] == 0]])
     if not scores:
         raise ValueError("no identity has an original, a benign view and a manipulated version")
+    edits = np.asarray(edit_distances, np.float64)
     return {
         "separation": float(np.mean(scores)),
         "benign_distance": float(np.mean(benign_mean)),
         "manipulated_distance": float(np.mean(manipulated_mean)),
         "identities": len(scores),
+        "edit_distance": float(edits.mean()) if edits.size else float("nan"),
+        "edits_unseen": float(np.mean(edits == 0)) if edits.size else float("nan"),
     }

@@ -314,10 +314,14 @@ def format_separation(result: dict) -> str:
         f"{next(iter(result['methods'].values()))['identities']} originals)",
         "",
         "| method | bits | P(benign view nearer than manipulated) | mean distance: benign "
-        "| manipulated |",
-        "|---|---|---|---|---|",
+        "| manipulated | the edit alone | edits that move no bit |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method, s in result["methods"].items():
+        edit = s.get("edit_distance", float("nan"))
+        unseen = s.get("edits_unseen", float("nan"))
         lines.append(f"| {method} | {s['bits']} | {s['separation']:.3f} | "
-                     f"{s['benign_distance']:.2f} | {s['manipulated_distance']:.2f} |")
+                     f"{s['benign_distance']:.2f} | {s['manipulated_distance']:.2f} | "
+                     + ("n/a | n/a |" if np.isnan(edit) else f"{edit:.2f} | {unseen:.0%} |"))
+    lines += ["", "(the edit alone: a manipulated version untransformed, view 0)"]
     return "\n".join(lines)
