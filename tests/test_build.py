@@ -147,6 +147,19 @@ def test_edit_of_replays_the_stored_manipulated_version(tmp_path):
         assert edit.changed.any()
 
 
+def test_extra_train_scenes_leave_the_held_out_records_as_they_are(tmp_path, micro_build):
+    result = build.build("oscar_demo", data_dir=str(tmp_path),
+                         config=micro_config(extra_train_scenes="2"), verbose=False)
+    more, base = read_records(result.builder.data_dir), read_records(micro_build.builder.data_dir)
+    held_out = {k: r for k, r in base.items() if r["split"] != "train"}
+    assert held_out and set(held_out) <= set(more)
+    assert_same_records({k: more[k] for k in held_out}, held_out)
+    added = {k for k in set(more) - set(base)}
+    assert {more[k]["split"] for k in added} == {"train"}
+    assert {k.split("/")[0] for k in added} == {"scene0002", "scene0003"}  # after the 2 scenes
+    assert len(added) == 2 * 2 * 2  # 2 scenes x (original + 1 edit) x 2 views
+
+
 def test_photo_dir_replaces_the_sample_photos(tmp_path):
     photos = tmp_path / "photos"
     (photos / "trip").mkdir(parents=True)

@@ -96,6 +96,8 @@ class DemoConfig(base.SceneGraphConfig):
       max_photos: use at most this many sample photos (0: all).
       crop_scales: each photo also gives one crop at each of these fractions of its side.
       num_scenes: procedurally generated scenes.
+      extra_train_scenes: further generated scenes, all in the train split: more training
+        originals with the held-out originals and their records left exactly as they are.
       image_size: originals are resized so their longer side is at most this.
       variants: manipulated versions per original.
       train_views: benign views per image in the train split (besides view 0).
@@ -114,6 +116,7 @@ class DemoConfig(base.SceneGraphConfig):
     max_photos: int = 0
     crop_scales: tuple[float, ...] = (0.45, 0.65)
     num_scenes: int = 48
+    extra_train_scenes: int = 0
     image_size: int = 256
     variants: int = 2
     train_views: int = 4
@@ -234,6 +237,11 @@ class OscarDemo(base.SceneGraphBuilder):
         for index, name in enumerate(scene_names):
             split = "test" if name in held_out else "train"
             originals.append(dict(kind="scene", name=name, group=name, split=split, index=index))
+        # After every other original, so the held-out ones keep their identities and donors.
+        for index in range(config.num_scenes, config.num_scenes + config.extra_train_scenes):
+            name = f"scene{index:04d}"
+            originals.append(dict(kind="scene", name=name, group=name, split="train",
+                                  index=index))
         return originals
 
     def work_items(self, manual_dir):
