@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -35,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from oscar_jax.evaluation.table6 import builder_items  # noqa: E402
 from preprocessing import detect, manipulations  # noqa: E402
+from preprocessing.build import parse_options  # noqa: E402
 
 # Transforms whose effect on box coordinates (normalised to the image) is the identity or a
 # flip; anything else in a view's description skips it.
@@ -76,8 +76,10 @@ def stability(items, maker, detector) -> dict[str, float]:
         reference = normalised_boxes(detector(image, name=name, gt_masks=masks))
         objects.append(len(reference))
         for number, item in by_view.items():
+            if number == 0:
+                continue
             image, masks, transforms, name = maker.view_of(item)
-            if number == 0 or not set(re.findall(r"(\w+)\(", transforms)) <= MAPPABLE:
+            if not set(re.findall(r"(\w+)\(", transforms)) <= MAPPABLE:
                 continue
             boxes = normalised_boxes(detector(image, name=name, gt_masks=masks), transforms)
             same_count.append(len(boxes) == len(reference))
@@ -128,24 +130,18 @@ def main() -> int:
     items, maker = made
     if args.split not in items:
         raise SystemExit(f"no split {args.split!r}; the records have {', '.join(items)}")
-    detector = maker.detector
-    if args.detector or args.detector_option:
-        settings = maker.config
-        name = args.detector or settings.detector
-        options = {} if args.detector else dict(settings.detector_options)
-        if name in ("classical", "coco_json", "detectron2"):
-            options.setdefault("max_objects", settings.max_objects)
-            options.setdefault("min_score", settings.min_score)
-        for pair in args.detector_option:
-            key, _, value = pair.partition("=")
-            try:
-                options[key] = json.loads(value)
-            except json.JSONDecodeError:
-                options[key] = value
-        try:
-            detector = detect.make_detector(name, **options)
-        except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
+    try:
+        if args.detector or args.detector_option:
+            # The records' maker with another detector fills in the same defaults as a build.
+            config = maker.config
+            options = {} if args.detector else dict(config.detector_options)
+            options.update(parse_options(args.detector_option, typed=True))
+            maker = type(maker)(dataclasses.replace(
+                config, detector=args.detector or config.detector,
+                detector_options=tuple(sorted(options.items()))))
+        detector = maker.detector
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     found = stability(items[args.split], maker, detector)
     covers = coverage(items[args.split], maker, detector)
     label = ", ".join(f"{field.name}={getattr(detector, field.name)}"

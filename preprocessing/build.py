@@ -120,7 +120,7 @@ def make_config(
     return dataclasses.replace(chosen, name=config_name or config, **changes)
 
 
-def _parse_options(pairs: Sequence[str], *, typed: bool) -> dict[str, Any]:
+def parse_options(pairs: Sequence[str], *, typed: bool) -> dict[str, Any]:
     """`key=value` strings -> dict; with `typed`, values that read as JSON are decoded."""
     options = {}
     for pair in pairs:
@@ -321,9 +321,9 @@ def main(argv: Sequence[str]) -> int:
         std_logging.getLogger("apache_beam").setLevel(std_logging.WARNING)
     try:
         config = make_config(
-            FLAGS.dataset, FLAGS.config, overrides=_parse_options(FLAGS.set, typed=False),
+            FLAGS.dataset, FLAGS.config, overrides=parse_options(FLAGS.set, typed=False),
             detector=FLAGS.detector,
-            detector_options=_parse_options(FLAGS.detector_option, typed=True),
+            detector_options=parse_options(FLAGS.detector_option, typed=True),
             input_path=FLAGS.input, config_name=FLAGS.config_name,
         )
         if FLAGS.export_views:

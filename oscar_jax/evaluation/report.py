@@ -318,8 +318,7 @@ def format_separation(result: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for method, s in result["methods"].items():
-        edit = s.get("edit_distance", float("nan"))
-        unseen = s.get("edits_unseen", float("nan"))
+        edit, unseen = s["edit_distance"], s["edits_unseen"]
         lines.append(f"| {method} | {s['bits']} | {s['separation']:.3f} | "
                      f"{s['benign_distance']:.2f} | {s['manipulated_distance']:.2f} | "
                      + ("n/a | n/a |" if np.isnan(edit) else f"{edit:.2f} | {unseen:.0%} |"))

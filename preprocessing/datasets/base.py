@@ -239,10 +239,9 @@ def check_not_all_failed(outcomes: Sequence[Outcome], desc: str, log: str) -> No
     write an empty split, and its own error ("No examples were yielded") says nothing of why."""
     if not outcomes or any(o.status == "ok" for o in outcomes):
         return
-    failed = [o for o in outcomes if o.status != "ok"]
-    reasons = collections.Counter(o.reason for o in failed).most_common(2)
+    reasons = collections.Counter(o.reason for o in outcomes).most_common(2)
     listed = "; ".join(f"{count} x {reason}" for reason, count in reasons)
-    example = min(failed, key=lambda o: o.key).source
+    example = min(outcomes, key=lambda o: o.key).source
     raise ValueError(f"all {len(outcomes)} inputs of {desc} failed, so it would be "
                      f"empty: {listed}, e.g. {example} (every outcome: {log})")
 
