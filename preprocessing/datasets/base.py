@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow_datasets as tfds
 
-from preprocessing import detect, scene_graph
+from preprocessing import detect, layout, scene_graph
 from preprocessing.files import atomic_write_bytes
 from preprocessing.images import ImageDecodeError, encode_png
 from preprocessing.progress import progress
@@ -260,6 +260,9 @@ class SceneGraphConfig(tfds.core.BuilderConfig):
       detector_options: keyword options for that backend, as sorted (name, value) pairs.
       min_score: detections below this score are dropped.
       seed: root seed of every random draw.
+      canonical_layout: every view (and query) is put in its canonical frame before it is
+        detected (`preprocessing.layout`: black frame cut, black-cornered rotation undone,
+        corners outside the inscribed ellipse blacked out, mirrored to one orientation).
     """
 
     max_objects: int = 16
@@ -271,6 +274,7 @@ class SceneGraphConfig(tfds.core.BuilderConfig):
     detector_options: tuple[tuple[str, Any], ...] = ()
     min_score: float = 0.5
     seed: int = 0
+    canonical_layout: bool = False
 
     def record_options(self) -> dict:
         return dict(max_objects=self.max_objects, crop_size=self.crop_size,
@@ -308,6 +312,8 @@ class SceneGraphMaker:
 
     def __call__(self, item: WorkItem) -> dict:
         image, gt_masks, transforms, name = self.view_of(item)
+        if self.config.canonical_layout:
+            image, gt_masks = layout.canonical_layout(image, gt_masks)
         detections = self.detector(image, name=name, gt_masks=gt_masks)
         graph = scene_graph.build_scene_graph(
             image, detections, max_objects=self.config.max_objects,

@@ -206,6 +206,10 @@ class OscarDemo(base.SceneGraphBuilder):
     BUILDER_CONFIGS = [
         DemoConfig(name="default", description="The demo set that `make demo` trains on.",
                    max_objects=8, crop_size=64, global_size=128, matched_train_views=True),
+        DemoConfig(name="canonical",
+                   description="The default set, every view in its canonical layout.",
+                   max_objects=8, crop_size=64, global_size=128, matched_train_views=True,
+                   canonical_layout=True),
         DemoConfig(name="tiny", description="A few records, for tests.", max_objects=4,
                    crop_size=32, global_size=64, max_photos=3, crop_scales=(0.6,), num_scenes=3,
                    image_size=96, variants=1, train_views=1, test_views=1, test_fraction=0.34,
