@@ -8,13 +8,16 @@ r"""The demo model: sized for 2 CPU cores; pretraining and training take minutes
 --dataset oscar_demo), then reports how well the codes separate benign views from
 manipulated versions, beside pHash. `configs/demo.py:tiny` trains a very small model on the
 `tiny` demo records (--config tiny of the build) in seconds, for tests and smoke checks.
+`configs/demo.py:canonical` (with `pretrain` for the first phase) trains on the `canonical`
+demo records (views in their canonical layout, `preprocessing.layout`) with the frequency
+stream FF (README, the demo's measurements).
 """
 
 from configs import common
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_arg(arg, pretrain=False, tiny=False)
+    args = common.parse_arg(arg, pretrain=False, tiny=False, canonical=False)
     config = common.get_base_config()
     config.dataset = "oscar_demo"  # the embedded demo records
     config.dataset_config = "default"  # 90 training originals, 3 variants, 5 views
@@ -47,6 +50,9 @@ def get_config(arg: str | None = None):
         config.learning_rate = 2e-3  # pretraining rate
         config.total_steps = 600  # pretraining steps
         config.report_at_end = False  # the report is for the full model
+    if args.canonical:
+        config.dataset_config = "canonical"  # records whose views are in canonical layout
+        config.model.use_frequency = True  # FF: low DCT frequencies of the global view
     if args.tiny:
         config.dataset_config = "tiny"  # a few records: 6 training originals
         config.originals_per_batch = 2  # 8 images per step

@@ -128,6 +128,7 @@ FEATURES = {
     "geometry": ("use_geometry",
                  lambda b: dict(b, geometry=b["geometry"][:, ::-1] * b["node_mask"][..., None])),
     "relations": ("use_edges", lambda b: dict(b, relations=-b["relations"])),
+    "image_frequencies": ("use_frequency", lambda b: dict(b, image=255 - b["image"])),
 }
 
 
@@ -139,6 +140,8 @@ def test_each_input_moves_z_exactly_when_its_switch_is_on(field, switch_on):
     fields = {switch: switch_on}
     if switch == "use_visual" and not switch_on:
         fields["use_global"] = True  # keep a second visual source; objects still run
+    if switch == "use_frequency":
+        fields["use_global"] = False  # FG reads the image too
     model = OscarNet(**{**TINY, **fields})
     batch = make_batch()
     variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), batch)

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from oscar_jax.models import efficientnet, resnet
+from oscar_jax.models import efficientnet, frequency, resnet
 from oscar_jax.models import encoder as encoders
 
 Array = jax.Array
@@ -81,6 +81,8 @@ class OscarNet(nn.Module):
       use_objects: the object streams FO (and FR); False with use_global is the CNN baseline.
       use_visual, use_shape, use_geometry: which node features make n_i.
       use_edges: the relation stream FR.
+      use_frequency: the frequency stream FF (`frequency.FrequencyStream`: the global view's
+        low DCT frequencies, as PDQ reads them); not in the paper.
       encoder: 'transformer' (the paper) or 'mlp' (ablation H).
       pooling: 'attention' (eq. 7) or 'first' (ablation G).
       graph: 'full' (every pair connected) or 'thresholded' (ablation I).
@@ -106,6 +108,7 @@ class OscarNet(nn.Module):
     use_shape: bool = True
     use_geometry: bool = True
     use_edges: bool = True
+    use_frequency: bool = False
     encoder: str = "transformer"
     pooling: str = "attention"
     graph: str = "full"
@@ -123,6 +126,9 @@ class OscarNet(nn.Module):
         cnn = functools.partial(BACKBONES[self.cnn].module, output_dim=self.visual_dim,
                                 dtype=self.dtype, bn_axis_name=self.bn_axis_name,
                                 frozen_trunk=self.freeze_cnn)
+        if self.use_frequency:
+            self.frequency = frequency.FrequencyStream(output_dim=self.visual_dim,
+                                                       dtype=self.dtype)
         if self.use_global:
             self.global_cnn = cnn()
         if self.use_objects:
@@ -187,6 +193,8 @@ class OscarNet(nn.Module):
         if self.use_global:
             image = BACKBONES[self.cnn].normalize(batch["image"], self.dtype)
             streams.append(self.global_cnn(image, train=train))
+        if self.use_frequency:
+            streams.append(self.frequency(batch["image"]))
         if self.use_objects:
             mask = batch["node_mask"]
             adjacency = self.adjacency(batch)

@@ -1,0 +1,90 @@
+"""FF, the frequency stream: the DCT by hand, what it ignores and what it reads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+import scipy.fft
+
+from oscar_jax.models import frequency
+
+
+def _apply(images: np.ndarray, **fields) -> np.ndarray:
+    stream = frequency.FrequencyStream(output_dim=8, **fields)
+    variables = stream.init(jax.random.key(0), images)
+    return np.asarray(stream.apply(variables, images))
+
+
+def test_dct_matrix_is_the_orthonormal_dct_ii():
+    basis = frequency.dct_matrix(16)
+    np.testing.assert_allclose(basis, scipy.fft.dct(np.eye(16), norm="ortho", axis=0),
+                               atol=1e-6)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(16), atol=1e-5)
+
+
+def _pattern(side: int, ky: int, kx: int) -> np.ndarray:
+    """uint8 [1, side, side, 3]: grey with a cosine of ky, kx half-periods in y, x."""
+    rows, cols = np.mgrid[:side, :side]
+    wave = (np.cos(np.pi * (2 * rows + 1) * ky / (2 * side))
+            * np.cos(np.pi * (2 * cols + 1) * kx / (2 * side)))
+    return np.repeat(np.round(128 + 90 * wave).astype(np.uint8)[None, ..., None], 3, axis=-1)
+
+
+def test_brightness_and_contrast_do_not_move_it():
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 200, (2, 64, 64, 3)).astype(np.float64)
+    dimmer = np.round(0.5 * image + 60).astype(np.uint8)
+    np.testing.assert_allclose(_apply(dimmer), _apply(image.astype(np.uint8)), rtol=0.05,
+                               atol=0.05)
+
+
+def test_it_reads_the_frequencies_of_the_image():
+    a, b = _pattern(64, 2, 3), _pattern(64, 3, 2)
+    assert np.abs(_apply(a) - _apply(b)).max() > 0.1
+    # Frequencies only in the dropped first row and column (and the DC) read as flat.
+    np.testing.assert_allclose(_apply(_pattern(64, 0, 3)), _apply(np.full_like(a, 128)),
+                               atol=1e-3)
+
+
+def test_views_smaller_than_the_resolution_and_odd_sizes():
+    assert _apply(_pattern(32, 2, 3)).shape == (1, 8)
+    with pytest.raises(ValueError, match="multiple of the frequency stream's resolution"):
+        _apply(np.zeros((1, 100, 100, 3), np.uint8))
+
+
+def test_the_canonical_demo_configs():
+    from configs import demo as demo_config
+    from preprocessing.datasets import oscar_demo
+
+    configs = {c.name: c for c in oscar_demo.OscarDemo.BUILDER_CONFIGS}
+    canonical, default = configs["canonical"], configs["default"]
+    assert canonical.canonical_layout and not default.canonical_layout
+    # The same originals, splits and views: only the layout step differs.
+    differ = {"name", "description", "canonical_layout"}
+    assert {f.name: getattr(canonical, f.name) for f in dataclasses.fields(canonical)
+            if f.name not in differ} == {f.name: getattr(default, f.name)
+                                         for f in dataclasses.fields(default)
+                                         if f.name not in differ}
+    main, pretrain = demo_config.get_config("canonical"), demo_config.get_config(
+        "pretrain,canonical")
+    assert main.dataset_config == pretrain.dataset_config == "canonical"
+    assert main.model.use_frequency and main.model.use_objects
+    assert pretrain.model.use_frequency and not pretrain.model.use_objects
+
+
+def test_a_model_with_the_frequency_stream_trains(tiny_trained, tmp_path):
+    from configs import demo as demo_config
+    from oscar_jax import train
+    from oscar_jax.workdir import restore_inference
+
+    _, _, data_dir = tiny_trained
+    config = demo_config.get_config("tiny,pretrain")
+    config.data_dir, config.total_steps, config.log_every = data_dir, 2, 1
+    config.model.use_frequency = True
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+    _, _, variables = restore_inference(str(tmp_path / "run"))
+    kernel = np.asarray(variables["params"]["frequency"]["embed"]["kernel"])
+    assert np.isfinite(kernel).all() and kernel.shape[1] == config.model.visual_dim
