@@ -55,6 +55,7 @@ from oscar_jax.workdir import (
     create_model,
     record_config_changes,
     save_run_info,
+    warm_start_from_run,
     write_record_settings,
 )
 from preprocessing.files import atomic_write_bytes
@@ -209,6 +210,11 @@ def initial_variables(config: ml_collections.ConfigDict, model: oscar.OscarNet,
             except ValueError as e:
                 raise ValueError(f"cannot initialise {target} from {description}: {e}") from e
         print(f"initialised {' and '.join(targets)} from {description}", flush=True)
+    if config.warm_start:
+        if not config.init_from:
+            raise ValueError("warm_start needs init_from: the pretraining run to start from")
+        variables = warm_start_from_run(variables, config.init_from)
+        print(f"warm start: FF, Eb and the fusion of {config.init_from}", flush=True)
     return variables
 
 

@@ -284,6 +284,31 @@ def restore_inference(workdir: str, step: int | None = None):
     return config, model, {"params": state["params"], "batch_stats": state["batch_stats"]}
 
 
+def warm_start_from_run(variables: dict, workdir: str) -> dict:
+    """`variables` of a model whose streams begin with those of the pretraining run in
+    `workdir` (FG, then FF where both have it), with that run's FF, Eb and fusion weights:
+    the fusion rows of the streams the run did not have are zero, so the model's codes start
+    as the run's. Raises ValueError when the run's streams are not a prefix of the model's."""
+    run_config = load_config(workdir).model
+    state = restore_state(workdir)
+    params = flax.core.unfreeze(variables["params"])
+    if run_config.use_objects or "global_cnn" not in params or (
+            "frequency" in params) != bool(run_config.get("use_frequency", False)):
+        raise ValueError(f"warm_start needs a pretraining run with the model's global streams "
+                         f"only (FG, and FF when the model has it); {workdir} has others")
+    for module in ("frequency", "code_projection"):
+        if module in params:
+            params[module] = jax.tree_util.tree_map(np.asarray, state["params"][module])
+    kernel = np.asarray(state["params"]["fusion"]["kernel"])
+    fresh = np.zeros_like(np.asarray(params["fusion"]["kernel"]))
+    if fresh.shape[1] != kernel.shape[1] or fresh.shape[0] < kernel.shape[0]:
+        raise ValueError(f"fusion of {workdir} ({kernel.shape}) does not fit the model's "
+                         f"({fresh.shape}): different code_bits or visual_dim")
+    fresh[: kernel.shape[0]] = kernel
+    params["fusion"] = {"kernel": fresh, "bias": np.asarray(state["params"]["fusion"]["bias"])}
+    return {**variables, "params": params}
+
+
 def cnn_weights_from_run(workdir: str) -> dict[tuple[str, ...], np.ndarray]:
     """The trained CNN of a pretraining run (its `global_cnn`), as flat paths
     (collection, module, ..., leaf) that `resnet.merge_pretrained` takes."""

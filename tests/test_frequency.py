@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import scipy.fft
 
 from oscar_jax.models import frequency
+from tests.samples import make_batch
 
 
 def _apply(images: np.ndarray, **fields) -> np.ndarray:
@@ -71,20 +73,68 @@ def test_the_canonical_demo_configs():
     main, pretrain = demo_config.get_config("canonical"), demo_config.get_config(
         "pretrain,canonical")
     assert main.dataset_config == pretrain.dataset_config == "canonical"
-    assert main.model.use_frequency and main.model.use_objects
+    assert main.model.use_frequency and main.model.use_objects and main.warm_start
     assert pretrain.model.use_frequency and not pretrain.model.use_objects
+    assert not pretrain.warm_start
 
 
-def test_a_model_with_the_frequency_stream_trains(tiny_trained, tmp_path):
+@pytest.fixture(scope="module")
+def frequency_pretraining(tiny_trained, tmp_path_factory):
+    """(workdir, data_dir): the tiny global CNN + FF pretraining, trained 2 steps."""
     from configs import demo as demo_config
     from oscar_jax import train
-    from oscar_jax.workdir import restore_inference
 
     _, _, data_dir = tiny_trained
     config = demo_config.get_config("tiny,pretrain")
     config.data_dir, config.total_steps, config.log_every = data_dir, 2, 1
     config.model.use_frequency = True
-    train.train_and_evaluate(config, str(tmp_path / "run"))
-    _, _, variables = restore_inference(str(tmp_path / "run"))
+    workdir = str(tmp_path_factory.mktemp("ff") / "pretrain")
+    train.train_and_evaluate(config, workdir)
+    return workdir, data_dir
+
+
+def test_a_model_with_the_frequency_stream_trains(frequency_pretraining):
+    from oscar_jax.workdir import load_config, restore_inference
+
+    workdir, _ = frequency_pretraining
+    _, _, variables = restore_inference(workdir)
     kernel = np.asarray(variables["params"]["frequency"]["embed"]["kernel"])
-    assert np.isfinite(kernel).all() and kernel.shape[1] == config.model.visual_dim
+    assert np.isfinite(kernel).all() and kernel.shape[1] == load_config(workdir).model.visual_dim
+
+
+def test_a_warm_start_begins_with_the_pretrained_codes(frequency_pretraining):
+    from configs import demo as demo_config
+    from oscar_jax import input_pipeline, train
+    from oscar_jax.workdir import create_model, restore_inference
+
+    workdir, data_dir = frequency_pretraining
+    config = demo_config.get_config("tiny")
+    config.data_dir, config.init_from, config.warm_start = data_dir, workdir, True
+    config.model.use_frequency = True
+    records = os.path.join(data_dir, "oscar_demo", "tiny")
+    records = os.path.join(records, sorted(os.listdir(records))[0])
+    batch = next(iter(input_pipeline.read_split(records, "test", batch_size=4)))
+    inputs = {k: batch[k] for k in input_pipeline.MODEL_FIELDS}
+    model = create_model(config)
+    variables = train.initial_variables(config, model, inputs)
+    _, pretrained, pretrained_variables = restore_inference(workdir)
+    np.testing.assert_allclose(model.apply(variables, inputs, train=False),
+                               pretrained.apply(pretrained_variables, inputs, train=False),
+                               rtol=1e-5, atol=1e-5)
+    # Without the warm start the fusion is fresh and the codes differ.
+    config.warm_start = False
+    cold = train.initial_variables(config, model, inputs)
+    assert np.abs(np.asarray(model.apply(cold, inputs, train=False)) - np.asarray(
+        pretrained.apply(pretrained_variables, inputs, train=False))).max() > 1e-3
+
+
+def test_a_warm_start_refuses_a_run_of_other_streams(tiny_trained):
+    from configs import demo as demo_config
+    from oscar_jax import train
+    from oscar_jax.workdir import create_model
+
+    workdir, _, data_dir = tiny_trained  # a full model, objects and all
+    config = demo_config.get_config("tiny")
+    config.data_dir, config.init_from, config.warm_start = data_dir, workdir, True
+    with pytest.raises(ValueError, match="warm_start needs a pretraining run"):
+        train.initial_variables(config, create_model(config), make_batch())
