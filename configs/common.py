@@ -86,7 +86,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.init_from = ""  # workdir of a pretraining run whose CNN initialises fv and FG
     # With init_from: also take FF, Eb and the pretraining's fusion weights (the new streams'
     # rows start at zero), so that training starts from the pretrained model's codes.
-    c.warm_start = False
+    c.warm_start = False  # start from the init_from run's codes, not only its CNN
     c.pretrained_cnn = ""  # ImageNet weights for fv and FG: a .npz/.pth file, or 'imagenet' (Lite0)
     # Objective.
     c.hash_method = "sign"  # sign | sign_bit_balance | tanh | tanh_bit_balance | none

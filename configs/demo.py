@@ -55,7 +55,7 @@ def get_config(arg: str | None = None):
         config.model.use_frequency = True  # FF: low DCT frequencies of the global view
         # The main phase starts from the first phase's codes (FF, Eb and fusion too); started
         # cold, the object streams took held-out separation from 0.78 to 0.67 (README).
-        config.warm_start = not args.pretrain
+        config.warm_start = not args.pretrain  # the main phase begins with phase one's codes
     if args.tiny:
         config.dataset_config = "tiny"  # a few records: 6 training originals
         config.originals_per_batch = 2  # 8 images per step
