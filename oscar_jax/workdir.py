@@ -35,7 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from configs.common import get_base_config
-from oscar_jax.models import oscar
+from oscar_jax.models import oscar, resnet
 from preprocessing.files import atomic_write_bytes
 
 CHECKPOINTS = "checkpoints"
@@ -296,9 +296,16 @@ def warm_start_from_run(variables: dict, workdir: str) -> dict:
             "frequency" in params) != bool(run_config.get("use_frequency", False)):
         raise ValueError(f"warm_start needs a pretraining run with the model's global streams "
                          f"only (FG, and FF when the model has it); {workdir} has others")
+    # FF and Eb through the ResNet loader's merge, which refuses other names or shapes.
     for module in ("frequency", "code_projection"):
         if module in params:
-            params[module] = jax.tree_util.tree_map(np.asarray, state["params"][module])
+            weights = {("params", *path): np.asarray(value) for path, value in
+                       flax.traverse_util.flatten_dict(state["params"][module]).items()}
+            try:
+                params = resnet.merge_pretrained({"params": params}, weights, prefix=(module,),
+                                                 allow_missing=())["params"]
+            except ValueError as e:
+                raise ValueError(f"warm_start: {module} of {workdir} does not fit: {e}") from e
     kernel = np.asarray(state["params"]["fusion"]["kernel"])
     fresh = np.zeros_like(np.asarray(params["fusion"]["kernel"]))
     if fresh.shape[1] != kernel.shape[1] or fresh.shape[0] < kernel.shape[0]:
