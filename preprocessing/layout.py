@@ -24,6 +24,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from preprocessing import transforms
+
 # Largest channel value counted as fill: JPEG leaves black fill within a few levels of 0.
 DARK_LEVEL = 12
 # A border row or column is content once more than this share of its pixels is not fill.
@@ -89,7 +91,7 @@ def _rotate_enlarged(array: np.ndarray, angle: float, interpolation: int) -> np.
     """`array` [H, W, ...] rotated by `angle` degrees about its centre on a canvas large
     enough to hold all of it, the new area black."""
     height, width = array.shape[:2]
-    matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), angle, 1.0)
+    matrix = transforms.rotation_matrix(height, width, angle)  # the views' own convention
     cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
     new_width = int(np.ceil(height * sin + width * cos))
     new_height = int(np.ceil(height * cos + width * sin))
@@ -123,9 +125,10 @@ def canonical_layout(image: np.ndarray, masks: np.ndarray | None = None
     if angle:
         image = _rotate_enlarged(image, -angle, cv2.INTER_LINEAR)
         if masks is not None:
-            masks = np.stack([_rotate_enlarged(m.astype(np.uint8), -angle, cv2.INTER_NEAREST)
-                              for m in masks]).astype(bool) if len(masks) else np.zeros(
-                                  (0, *image.shape[:2]), bool)
+            rotated = [_rotate_enlarged(m.astype(np.uint8), -angle, cv2.INTER_NEAREST)
+                       for m in masks]
+            masks = (np.stack(rotated).astype(bool) if rotated
+                     else np.zeros((0, *image.shape[:2]), bool))
         image, masks = _crop(image, masks, content_box(image))
     inside = inscribed_ellipse(*image.shape[:2])
     image = image * inside[..., None].astype(np.uint8)

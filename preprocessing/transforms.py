@@ -267,7 +267,7 @@ def _pad_widths(height: int, width: int, fraction: float) -> tuple[int, int]:
     return round(height * fraction), round(width * fraction)
 
 
-def _rotation_matrix(height: int, width: int, angle: float) -> np.ndarray:
+def rotation_matrix(height: int, width: int, angle: float) -> np.ndarray:
     # About the exact centre of the pixel grid ((w - 1) / 2), so that a symmetric image stays
     # symmetric and a mask lands on the same pixels as the image.
     centre = ((width - 1) / 2.0, (height - 1) / 2.0)
@@ -315,7 +315,7 @@ def _flip_mask(mask: np.ndarray, p: Mapping[str, float]) -> np.ndarray:
 def _rotate(image: np.ndarray, p: Mapping[str, float], rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape[:2]
     return cv2.warpAffine(
-        image, _rotation_matrix(height, width, p["angle"]), (width, height),
+        image, rotation_matrix(height, width, p["angle"]), (width, height),
         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
     )
 
@@ -323,7 +323,7 @@ def _rotate(image: np.ndarray, p: Mapping[str, float], rng: np.random.Generator)
 def _rotate_mask(mask: np.ndarray, p: Mapping[str, float]) -> np.ndarray:
     height, width = mask.shape
     return cv2.warpAffine(
-        mask, _rotation_matrix(height, width, p["angle"]), (width, height),
+        mask, rotation_matrix(height, width, p["angle"]), (width, height),
         flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )
 

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("configs", ("configs",)),
     ("images", ("preprocessing", "preprocessing.images")),
     ("image operations", ("preprocessing.transforms", "preprocessing.manipulations",
-                          "preprocessing.detect")),
+                          "preprocessing.detect", "preprocessing.layout")),
     ("scene graphs", ("preprocessing.scene_graph",)),
     ("data sets", ("preprocessing.datasets",)),
     ("build", ("preprocessing.build",)),
