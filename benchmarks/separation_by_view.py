@@ -51,11 +51,11 @@ def view_subsets(descriptions: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def separation_by_view(distance: np.ndarray, identity: np.ndarray, variant: np.ndarray,
-                       view: np.ndarray, descriptions: np.ndarray) -> dict[str, float]:
-    """Subset name -> separation over the records it keeps (NaN where no original keeps a
-    reference, a benign view and a manipulated record)."""
+                       view: np.ndarray, subsets: dict[str, np.ndarray]) -> dict[str, float]:
+    """Subset name (of `view_subsets`) -> separation over the records it keeps (NaN where no
+    original keeps a reference, a benign view and a manipulated record)."""
     out = {}
-    for name, keep in view_subsets(descriptions).items():
+    for name, keep in subsets.items():
         rows = np.flatnonzero(keep)
         try:
             score = metrics.separation(distance[np.ix_(rows, rows)], identity[rows],
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---|" * len(subsets))
     for method, codes in records.codes.items():
         scores = separation_by_view(hamming_distance(codes, codes), records.identity,
-                                    records.variant, records.view, records.transforms)
+                                    records.variant, records.view, subsets)
         print(f"| {method} | " + " | ".join(f"{s:.3f}" for s in scores.values()) + " |")
     print("\n(in brackets: the records each column keeps)")
     return 0

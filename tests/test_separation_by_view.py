@@ -41,7 +41,8 @@ def test_separation_by_view_by_hand(script):
     descriptions = np.array(["", "flip(axis=1)", "compress(quality=0.5)", "", "flip(axis=0)"])
     distance = np.zeros((5, 5))
     distance[0] = distance[:, 0] = [0, 10, 1, 3, 12]
-    scores = script.separation_by_view(distance, identity, variant, view, descriptions)
+    scores = script.separation_by_view(distance, identity, variant, view,
+                                       script.view_subsets(descriptions))
     # All: (10 < 3, 10 < 12, 1 < 3, 1 < 12) -> 3 / 4; without flips only 1 < 3 is left.
     assert scores["all"] == pytest.approx(0.75)
     assert scores["no rotate"] == pytest.approx(0.75)
@@ -52,7 +53,8 @@ def test_separation_by_view_by_hand(script):
 def test_a_subset_without_benign_views_is_nan(script):
     identity, variant, view = np.zeros(3, int), np.array([0, 0, 1]), np.array([0, 1, 0])
     descriptions = np.array(["", "flip(axis=1)", ""])
-    scores = script.separation_by_view(np.ones((3, 3)), identity, variant, view, descriptions)
+    scores = script.separation_by_view(np.ones((3, 3)), identity, variant, view,
+                                       script.view_subsets(descriptions))
     assert np.isnan(scores["no flip"]) and scores["all"] == pytest.approx(0.5)
 
 
