@@ -30,8 +30,10 @@ $(BROWSER_STAMP):
 
 install: $(STAMP)
 
+# The demo records with every view in its canonical layout (configs/demo.py trains on them).
 demo-data: $(STAMP)
-	$(BIN)/python -m preprocessing.build --dataset oscar_demo --data_dir $(DATA_DIR) --workers $(WORKERS)
+	$(BIN)/python -m preprocessing.build --dataset oscar_demo --config canonical \
+	  --data_dir $(DATA_DIR) --workers $(WORKERS)
 
 # Pretrains the CNN, trains the demo model into runs/demo, then runs the paper's Benchmark I
 # and II on the demo test split (train split as distractors) for the model and every classical

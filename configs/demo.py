@@ -4,23 +4,27 @@ r"""The demo model: sized for 2 CPU cores; pretraining and training take minutes
     python -m oscar_jax.train --config configs/demo.py --workdir runs/demo \
         --config.init_from=runs/demo_pretrain
 
-`make demo` runs both after building the records (python -m preprocessing.build
---dataset oscar_demo), then reports how well the codes separate benign views from
-manipulated versions, beside pHash. `configs/demo.py:tiny` trains a very small model on the
-`tiny` demo records (--config tiny of the build) in seconds, for tests and smoke checks.
-`configs/demo.py:canonical` (with `pretrain` for the first phase) trains on the `canonical`
-demo records (views in their canonical layout, `preprocessing.layout`) with the frequency
-stream FF (README, the demo's measurements).
+`make demo` runs both after building the `canonical` demo records (python -m
+preprocessing.build --dataset oscar_demo --config canonical: every view in its canonical
+layout, `preprocessing.layout`), then reports how well the codes separate benign views from
+manipulated versions, beside the classical hashes. The model has the frequency stream FF, and
+the main phase starts from the first phase's codes (`warm_start`). `configs/demo.py:raw` (with
+`pretrain` for the first phase) is the earlier demo model: `default` records as the views
+were drawn, no FF, a cold main phase (README, the demo's measurements).
+`configs/demo.py:tiny` trains a very small model on the `tiny` demo records (--config tiny of
+the build) in seconds, for tests and smoke checks.
 """
 
 from configs import common
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_arg(arg, pretrain=False, tiny=False, canonical=False)
+    args = common.parse_arg(arg, pretrain=False, tiny=False, raw=False)
     config = common.get_base_config()
     config.dataset = "oscar_demo"  # the embedded demo records
-    config.dataset_config = "default"  # 90 training originals, 3 variants, 5 views
+    # 90 training originals, 3 variants, 5 views; every view and query in canonical layout.
+    # Layout changes cost the raw-view model most of its separation (README).
+    config.dataset_config = "canonical"  # records in canonical layout
     config.originals_per_batch = 8  # unique originals per step
     config.variants_per_original = 2  # the original and one manipulated version
     config.views_per_variant = 2  # benign views of each: 32 images per step
@@ -50,14 +54,18 @@ def get_config(arg: str | None = None):
         config.learning_rate = 2e-3  # pretraining rate
         config.total_steps = 600  # pretraining steps
         config.report_at_end = False  # the report is for the full model
-    if args.canonical:
-        config.dataset_config = "canonical"  # records whose views are in canonical layout
-        config.model.use_frequency = True  # FF: low DCT frequencies of the global view
-        # The main phase starts from the first phase's codes (FF, Eb and fusion too); started
-        # cold, the object streams took held-out separation from 0.78 to 0.67 (README).
-        config.warm_start = not args.pretrain  # the main phase begins with phase one's codes
+    config.model.use_frequency = True  # FF: low DCT frequencies of the global view
+    # The main phase starts from the first phase's codes (FF, Eb and fusion too); started
+    # cold, the object streams took held-out separation from 0.78 to 0.67 (README).
+    config.warm_start = not args.pretrain  # the main phase begins with phase one's codes
+    if args.raw:
+        config.dataset_config = "default"  # the views as drawn, no canonical layout
+        config.model.use_frequency = False  # no FF
+        config.warm_start = False  # the main phase starts from the pretrained CNN only
     if args.tiny:
         config.dataset_config = "tiny"  # a few records: 6 training originals
+        config.model.use_frequency = False  # the tests switch FF on where they need it
+        config.warm_start = False  # a cold main phase
         config.originals_per_batch = 2  # 8 images per step
         config.data_workers = 0  # decode in the main process
         config.matched_views = False  # the tiny records draw train views per variant

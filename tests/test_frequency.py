@@ -70,12 +70,19 @@ def test_the_canonical_demo_configs():
             if f.name not in differ} == {f.name: getattr(default, f.name)
                                          for f in dataclasses.fields(default)
                                          if f.name not in differ}
-    main, pretrain = demo_config.get_config("canonical"), demo_config.get_config(
-        "pretrain,canonical")
+    main, pretrain = demo_config.get_config(), demo_config.get_config("pretrain")
     assert main.dataset_config == pretrain.dataset_config == "canonical"
     assert main.model.use_frequency and main.model.use_objects and main.warm_start
     assert pretrain.model.use_frequency and not pretrain.model.use_objects
     assert not pretrain.warm_start
+    raw, raw_pretrain = demo_config.get_config("raw"), demo_config.get_config("raw,pretrain")
+    assert raw.dataset_config == raw_pretrain.dataset_config == "default"
+    assert not (raw.model.use_frequency or raw.warm_start or raw_pretrain.model.use_frequency)
+    # The tiny test model keeps its cold, FF-free phases: the tests switch FF on themselves.
+    tiny = demo_config.get_config("tiny")
+    assert tiny.dataset_config == "tiny" and not (tiny.model.use_frequency or tiny.warm_start)
+    with pytest.raises(ValueError, match="unknown config argument"):
+        demo_config.get_config("canonical")
 
 
 @pytest.fixture(scope="module")
