@@ -70,8 +70,8 @@ def main() -> int:
             if not any(v > 0 and kinds[(i, v)] == kind for i, v in pairs):
                 cells.append("-")
                 continue
-            score = metrics.separation(distance[np.ix_(keep, keep)], records.identity[keep],
-                                       records.variant[keep], records.view[keep])
+            score = metrics.separation(distance, records.identity, records.variant,
+                                       records.view, keep)
             cells.append(f"{score['separation']:.3f} ({score['identities']})")
         print(f"| {method} | " + " | ".join(cells) + " |")
     return 0

@@ -357,3 +357,10 @@ def test_separation_by_hand():
     result = metrics.separation(np.pad(distance, ((0, 2), (0, 2))), np.r_[identity, 1, 1],
                         np.r_[variant, 0, 0], np.r_[view, 0, 1])
     assert result["identities"] == 1 and result["separation"] == pytest.approx(0.625)
+    # keep: b2 and m2 left out -> the single pair (b1=1, m1=4) is a win.
+    kept = metrics.separation(distance, identity, variant, view,
+                              keep=np.array([True, True, False, True, False]))
+    assert kept["separation"] == 1.0 and kept["benign_distance"] == 1.0
+    assert kept["manipulated_distance"] == 4.0
+    with pytest.raises(ValueError, match="no identity"):
+        metrics.separation(distance, identity, variant, view, keep=variant == 0)

@@ -447,7 +447,7 @@ def benchmark_two_scores(
 
 
 def separation(distance: np.ndarray, identity: np.ndarray, variant: np.ndarray,
-               view: np.ndarray) -> dict[str, float]:
+               view: np.ndarray, keep: np.ndarray | None = None) -> dict[str, float]:
     """P(a benign view is nearer its original than a manipulated version is): 0.5 is chance.
 
     For each original (identity), the reference is its untransformed original (variant 0,
@@ -460,6 +460,7 @@ def separation(distance: np.ndarray, identity: np.ndarray, variant: np.ndarray,
     Args:
       distance: [R, R] distances between all records (only the references' rows are read).
       identity, variant, view: int [R] labels of the records.
+      keep: optional bool [R]: only these records count (a subset of views or edits).
 
     Returns:
       {'separation', 'benign_distance', 'manipulated_distance', 'identities', 'edit_distance',
@@ -469,6 +470,10 @@ def separation(distance: np.ndarray, identity: np.ndarray, variant: np.ndarray,
       (view 0: the edit alone), their mean distance to the reference and the share at
       distance 0, which the code does not see at all (both NaN without such views).
     """
+    if keep is not None:
+        rows = np.flatnonzero(keep)
+        distance = distance[np.ix_(rows, rows)]
+        identity, variant, view = identity[rows], variant[rows], view[rows]
     scores, benign_mean, manipulated_mean, edit_distances = [], [], [], []
     for ident in np.unique(identity):
         mine = identity == ident
