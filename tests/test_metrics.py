@@ -364,3 +364,14 @@ def test_separation_by_hand():
     assert kept["manipulated_distance"] == 4.0
     with pytest.raises(ValueError, match="no identity"):
         metrics.separation(distance, identity, variant, view, keep=variant == 0)
+
+
+def test_target_gap_by_hand():
+    distance = np.array([[3, 1, 5],
+                         [0, 4, 4],
+                         [2, 2, 7]])
+    own, other = metrics.target_gap(distance, np.array([1, 2, 0]))
+    np.testing.assert_array_equal(own, [1, 4, 2])
+    np.testing.assert_array_equal(other, [3, 0, 2])  # a tie with another entry counts as other
+    own, other = metrics.target_gap(np.array([[5]]), np.array([0]))
+    assert own[0] == 5 and np.isinf(other[0])  # nothing else in the database

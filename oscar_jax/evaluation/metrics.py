@@ -442,6 +442,26 @@ def benchmark_two_scores(
     }
 
 
+def target_gap(distance: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Benchmark II's margin: each query's distance to its target and to the nearest other
+    database entry. A benign query wants the first below the second; a manipulated one,
+    above it (or level: a tie returns the original, `benchmark_two_scores`).
+
+    Args:
+      distance: [Q, D] query-to-database distances; target: int [Q], target column per query.
+
+    Returns:
+      float [Q] distances to the target, float [Q] to the nearest non-target (inf with a
+      database of the target alone).
+    """
+    d = np.asarray(distance, dtype=np.float64)
+    rows, target = np.arange(d.shape[0]), np.asarray(target)
+    own = d[rows, target]
+    others = d.copy()
+    others[rows, target] = np.inf
+    return own, others.min(axis=1, initial=np.inf)
+
+
 # ----------------------------------------------------------------------------------------
 # Separation.
 
