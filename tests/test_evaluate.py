@@ -310,6 +310,25 @@ def test_records_made_otherwise_than_the_model_was_trained_on_are_refused(traine
     assert result["methods"]["oscar"] == benchmarks.separation_study(workdir)["methods"]["oscar"]
 
 
+def test_records_in_another_layout_than_the_model_are_refused(trained, tmp_path):
+    """A model trained on canonical-layout records measured on records as drawn (or the
+    reverse) would be scored on views its own query path never makes."""
+    workdir, records = trained
+    other = tmp_path / "records"
+    shutil.copytree(records, other)
+    metadata = json.loads((other / "metadata.json").read_text())
+    assert not metadata["config"].get("canonical_layout")
+    metadata["config"]["canonical_layout"] = True
+    (other / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match=r"canonical_layout True \(trained on: False\).*"
+                                         r"--set canonical_layout=false"):
+        benchmarks.separation_study(workdir, "test", str(other))
+    # Records made before the field existed were made without it: the same as False.
+    del metadata["config"]["canonical_layout"]
+    (other / "metadata.json").write_text(json.dumps(metadata))
+    assert benchmarks.separation_study(workdir, "test", str(other))["records_dir"] == str(other)
+
+
 def test_query_record_equals_the_stored_record_field_by_field(trained):
     """For every full-size photo original of the records (at least two), the query path's
     record equals the builder's stored record in each model field, and different photos get

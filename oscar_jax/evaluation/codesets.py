@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -92,15 +93,24 @@ class Roles:
 # Builder settings that decide what a record of an image is: distractors made otherwise would
 # be hashed from other inputs than the evaluated records, and the comparison would mean little.
 RECORD_MAKING_FIELDS = ("global_size", "crop_size", "max_objects", "detector",
-                        "detector_options", "min_score", "encoding", "jpeg_quality")
+                        "detector_options", "min_score", "encoding", "jpeg_quality",
+                        "canonical_layout")
+# What records made before a field existed were made with.
+_FIELD_DEFAULTS = {"canonical_layout": False}
+
+
+def _flag_value(value: Any) -> str:
+    """A setting as `preprocessing.build --set` takes it ('true', not 'True')."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _record_making_differences(theirs: dict, ours: dict, label: str) -> tuple[str, str]:
     """('' , '') when two records' settings make the same record of an image; otherwise the
     differing settings listed (ours labelled `label`) and the build flags that give ours."""
+    theirs, ours = _FIELD_DEFAULTS | theirs, _FIELD_DEFAULTS | ours
     differing = [k for k in RECORD_MAKING_FIELDS if theirs.get(k) != ours.get(k)]
     listed = ", ".join(f"{k} {theirs.get(k)!r} ({label}: {ours.get(k)!r})" for k in differing)
-    sets = " ".join(f"--set {k}={ours.get(k)}" for k in differing
+    sets = " ".join(f"--set {k}={_flag_value(ours.get(k))}" for k in differing
                     if k not in ("detector", "detector_options"))
     return listed, sets
 
