@@ -2,9 +2,12 @@ r"""Trains and evaluates the demo model with several seeds; writes the spread of
 
     .venv/bin/python benchmarks/demo_seeds.py --seeds 0,1,2 --data_dir data \
         --out docs/demo_seeds.json
+    .venv/bin/python benchmarks/demo_seeds.py --variant raw --out docs/demo_seeds_raw.json
 
 For each seed s: `oscar train` of `configs/demo.py:pretrain` and `configs/demo.py` with
-`--config.seed=s` into `runs/demo_seed{s}_pretrain` and `runs/demo_seed{s}`, then
+`--config.seed=s` into `runs/demo_seed{s}_pretrain` and `runs/demo_seed{s}` (with
+`--variant V`: `configs/demo.py:pretrain,V` and `configs/demo.py:V` into
+`runs/demo_V_seed{s}_pretrain` and `runs/demo_V_seed{s}`), then
 `oscar evaluate --distractors train` (finished runs are reused). The JSON holds every report's
 headline figures and, per method and figure, the mean, standard deviation (ddof 1), min and
 max; `oscar evaluate --reference` prints a run beside it (`make demo` does). The Markdown
@@ -34,13 +37,15 @@ def run(command: list[str]) -> None:
     subprocess.run(command, cwd=ROOT, check=True)
 
 
-def train_and_evaluate(seed: int, data_dir: str, runs: str, extra: list[str]) -> dict:
-    pretrain = os.path.join(runs, f"demo_seed{seed}_pretrain")
-    main = os.path.join(runs, f"demo_seed{seed}")
+def train_and_evaluate(seed: int, data_dir: str, runs: str, extra: list[str],
+                       variant: str = "") -> dict:
+    name = f"demo_{variant}_seed{seed}" if variant else f"demo_seed{seed}"
+    pretrain, main = os.path.join(runs, f"{name}_pretrain"), os.path.join(runs, name)
     common = [f"--config.data_dir={data_dir}", f"--config.seed={seed}", *extra]
-    run([*OSCAR, "train", "--config", "configs/demo.py:pretrain", "--workdir", pretrain,
-         *common])
-    run([*OSCAR, "train", "--config", "configs/demo.py", "--workdir", main,
+    pretrain_config = "configs/demo.py:pretrain" + (f",{variant}" if variant else "")
+    main_config = "configs/demo.py" + (f":{variant}" if variant else "")
+    run([*OSCAR, "train", "--config", pretrain_config, "--workdir", pretrain, *common])
+    run([*OSCAR, "train", "--config", main_config, "--workdir", main,
          f"--config.init_from={pretrain}", "--config.report_at_end=False", *common])
     run([*OSCAR, "evaluate", "--workdir", main, "--distractors", "train"])
     with open(os.path.join(main, "report.json")) as f:
@@ -69,14 +74,20 @@ def main() -> None:
     parser.add_argument("--out", default="docs/demo_seeds.json", help="the spread JSON")
     parser.add_argument("--set", action="append", default=[],
                         help="extra --config.X=V flag for both phases (repeatable)")
+    parser.add_argument("--variant", default="", choices=("", "raw"),
+                        help="a configs/demo.py argument for both phases: 'raw' is the demo "
+                             "model on the views as drawn (default records), no FF")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    reports = [train_and_evaluate(s, args.data_dir, args.runs, args.set) for s in seeds]
+    reports = [train_and_evaluate(s, args.data_dir, args.runs, args.set, args.variant)
+               for s in seeds]
     result = {
         "command": "python benchmarks/demo_seeds.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
                    f"{platform.python_version()}",
         "date": datetime.date.today().isoformat(), "seeds": seeds, "runs": len(seeds),
+        "records": sorted({os.path.relpath(os.path.join(ROOT, r["records"]), ROOT)
+                            for r in reports}),
         "figures": {str(s): headline(r) for s, r in zip(seeds, reports, strict=True)},
         "spread": seed_spread(reports),
     }
