@@ -41,6 +41,10 @@ def get_config(arg: str | None = None):
     config.model.num_heads = 4  # attention heads
     config.model.mlp_dim = 192  # feed-forward width
     config.model.projection_dim = 64  # output of Eb
+    config.model.use_frequency = True  # FF: low DCT frequencies of the global view
+    # The main phase starts from the first phase's codes (FF, Eb and fusion too); started
+    # cold, the object streams took held-out separation from 0.78 to 0.67 (README).
+    config.warm_start = not args.pretrain  # the main phase begins with phase one's codes
     config.learning_rate = 1e-3  # higher than the paper's: small model, few steps
     # The release's 0.8 leaves a manipulated code identical to its original nearly free in a
     # batch of 8 originals; 0.2 finds originals more often (README, the demo's seed table).
@@ -54,10 +58,6 @@ def get_config(arg: str | None = None):
         config.learning_rate = 2e-3  # pretraining rate
         config.total_steps = 600  # pretraining steps
         config.report_at_end = False  # the report is for the full model
-    config.model.use_frequency = True  # FF: low DCT frequencies of the global view
-    # The main phase starts from the first phase's codes (FF, Eb and fusion too); started
-    # cold, the object streams took held-out separation from 0.78 to 0.67 (README).
-    config.warm_start = not args.pretrain  # the main phase begins with phase one's codes
     if args.raw:
         config.dataset_config = "default"  # the views as drawn, no canonical layout
         config.model.use_frequency = False  # no FF
