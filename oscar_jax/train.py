@@ -233,6 +233,13 @@ def code_loss(params, z, batch, *, model, config):
     weights = {"quantization": config.quantization_weight,
                "bit_balance": config.bit_balance_weight}
     total = content + sum(weights[name] * value for name, value in aux.items())
+    if config.code_space_weight:
+        # The same loss on the codes u, whose cosine is 1 - 2 Hamming / bits: the search's
+        # geometry, where Eb may weight some bits more than others.
+        aux = {**aux, "code_space": losses.LOSSES[config.loss](
+            codes, batch["identity"], batch["variant"], valid, axis_name=AXIS,
+            **config.loss_kwargs.to_dict())}
+        total = total + config.code_space_weight * aux["code_space"]
     # Fraction of +1 bits over the global batch: 0.5 means balanced bits.
     ones = losses.global_mean(jnp.mean(codes > 0, axis=-1), valid, AXIS)
     metrics = {"loss": total, "content_loss": content, "bits_one": ones, **aux}

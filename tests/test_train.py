@@ -248,13 +248,17 @@ def test_bfloat16_compute_keeps_float32_parameters_and_codes():
     assert z.dtype == np.float32 and z.shape == (2, 16) and np.isfinite(np.asarray(z)).all()
 
 
-@pytest.mark.parametrize("hash_method", ["sign", "sign_bit_balance"])
-def test_the_training_loss_is_content_plus_weighted_hashing_terms(hash_method):
-    """loss = content + alpha x quantisation (+ beta x bit balance), term for term: a trainer
-    that dropped a weight, or weighted the wrong term, fails here."""
+@pytest.mark.parametrize("hash_method,code_space_weight",
+                         [("sign", 0.0), ("sign_bit_balance", 0.0), ("sign", 0.23)])
+def test_the_training_loss_is_content_plus_weighted_hashing_terms(hash_method,
+                                                                   code_space_weight):
+    """loss = content + alpha x quantisation (+ beta x bit balance) (+ gamma x the content
+    loss on u), term for term: a trainer that dropped a weight, or weighted the wrong term,
+    fails here."""
     config = demo_config.get_config("tiny")
     config.hash_method = hash_method
     config.quantization_weight, config.bit_balance_weight = 0.37, 0.11
+    config.code_space_weight = code_space_weight
     model = create_model(config, axis_name=train.AXIS)
     batch = input_pipeline.synthetic_batch(input_pipeline.Composition(2, 2, 2), max_objects=2,
                                            crop_size=16, global_size=32, seed=0)
@@ -272,6 +276,9 @@ def test_the_training_loss_is_content_plus_weighted_hashing_terms(hash_method):
         content = losses.simclr_plus(embeddings, batch["identity"], batch["variant"],
                                      batch["valid"], axis_name=train.AXIS,
                                      **config.loss_kwargs.to_dict())
+        aux["code_space"] = losses.simclr_plus(u, batch["identity"], batch["variant"],
+                                               batch["valid"], axis_name=train.AXIS,
+                                               **config.loss_kwargs.to_dict())
         return total, metrics, content, aux
 
     one_device = jax.pmap(parts, axis_name=train.AXIS, devices=jax.devices()[:1])
@@ -281,6 +288,12 @@ def test_the_training_loss_is_content_plus_weighted_hashing_terms(hash_method):
     expected = content[0] + 0.37 * aux["quantization"][0]
     if hash_method == "sign_bit_balance":
         expected += 0.11 * aux["bit_balance"][0]
+    if code_space_weight:
+        expected += code_space_weight * aux["code_space"][0]
+        np.testing.assert_allclose(metrics["code_space"][0], aux["code_space"][0], rtol=1e-6)
+        assert aux["code_space"][0] > 0.1  # a term that would matter if it were dropped
+    else:
+        assert "code_space" not in metrics
     assert aux["quantization"][0] > 0
     np.testing.assert_allclose(total[0], expected, rtol=1e-6)
     np.testing.assert_allclose(metrics["content_loss"][0], content[0], rtol=1e-6)
