@@ -35,7 +35,8 @@ demo-data: $(STAMP)
 	$(BIN)/python -m preprocessing.build --dataset oscar_demo --config canonical \
 	  --data_dir $(DATA_DIR) --workers $(WORKERS)
 
-# Pretrains the CNN, trains the demo model into runs/demo, then runs the paper's Benchmark I
+# Pretrains the CNN beside the frequency stream, trains the demo model from those codes into
+# runs/demo (configs/demo.py), then runs the paper's Benchmark I
 # and II on the demo test split (train split as distractors) for the model and every classical
 # baseline, and prints the table (full report with Table 6: runs/demo/report.md) and the
 # model's figures beside their spread over 3 seeds (docs/demo_seeds.json). Then builds
