@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from oscar_jax.evaluation import metrics  # noqa: E402
 from oscar_jax.evaluation.codesets import Roles, hash_split  # noqa: E402
-from oscar_jax.inference.baselines import METHODS  # noqa: E402
+from oscar_jax.inference.baselines import METHODS, parse_names  # noqa: E402
 from oscar_jax.inference.codes import hamming_distance  # noqa: E402
 from oscar_jax.inference.hasher import load_hasher  # noqa: E402
 from oscar_jax.workdir import config_records_dir, load_config  # noqa: E402
@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", default="pdq,phash",
                         help=f"comma-separated classical hashes ({', '.join(METHODS)})")
     args = parser.parse_args(argv)
-    baselines = [b for b in args.baselines.split(",") if b]
-    unknown = sorted(set(baselines) - set(METHODS))
-    if unknown:
-        parser.error(f"unknown baseline {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    try:
+        baselines = parse_names(args.baselines)
+    except ValueError as e:
+        parser.error(str(e))
     if args.distractors == args.split:
         parser.error("--distractors must be another split than the queries' "
                      f"({args.split!r}): its originals would be their own distractors")

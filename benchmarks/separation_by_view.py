@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from oscar_jax.evaluation import metrics  # noqa: E402
 from oscar_jax.evaluation.codesets import hash_split  # noqa: E402
-from oscar_jax.inference.baselines import METHODS  # noqa: E402
+from oscar_jax.inference.baselines import METHODS, parse_names  # noqa: E402
 from oscar_jax.inference.codes import hamming_distance  # noqa: E402
 from oscar_jax.inference.hasher import load_hasher  # noqa: E402
 from oscar_jax.workdir import config_records_dir, load_config  # noqa: E402
@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.workdir or args.records):
         parser.error("give --workdir (a trained model) or --records (baselines only)")
-    baselines = [b for b in args.baselines.split(",") if b]
-    unknown = sorted(set(baselines) - set(METHODS))
-    if unknown:
-        parser.error(f"unknown baseline {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    try:
+        baselines = parse_names(args.baselines)
+    except ValueError as e:
+        parser.error(str(e))
     records_dir = args.records or config_records_dir(load_config(args.workdir))
     hashers = {"oscar": load_hasher(args.workdir)} if args.workdir else {}
     hashers.update({name: load_hasher(None, name) for name in baselines})

@@ -179,3 +179,10 @@ def test_bad_input_is_refused(name, image):
 def test_no_images_gives_an_empty_batch():
     assert baselines.hash_images("pdq", []).shape == (0, 32)
     assert baselines.hash_images("chash", []).shape == (0, 7)
+
+
+def test_parse_names_keeps_order_and_refuses_unknown_names():
+    assert baselines.parse_names("pdq,phash") == ["pdq", "phash"]
+    assert baselines.parse_names("") == []
+    with pytest.raises(ValueError, match="unknown baseline nohash, zhash; choose from ahash"):
+        baselines.parse_names("zhash,pdq,nohash")

@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 from oscar_jax import input_pipeline
 from oscar_jax.inference.hasher import Hasher, load_hasher
 from oscar_jax.workdir import read_record_settings, record_settings
+from preprocessing.datasets.base import SceneGraphConfig
 from preprocessing.progress import progress
 
 READ_BATCH = 64
@@ -95,8 +96,9 @@ class Roles:
 RECORD_MAKING_FIELDS = ("global_size", "crop_size", "max_objects", "detector",
                         "detector_options", "min_score", "encoding", "jpeg_quality",
                         "canonical_layout")
-# What records made before a field existed were made with.
-_FIELD_DEFAULTS = {"canonical_layout": False}
+# What records made before a field existed were made with: the builder's default.
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SceneGraphConfig)
+                   if f.name in RECORD_MAKING_FIELDS}
 
 
 def _flag_value(value: Any) -> str:

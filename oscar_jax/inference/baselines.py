@@ -231,6 +231,20 @@ def get(name: str) -> Baseline:
         ) from None
 
 
+def parse_names(text: str) -> list[str]:
+    """Baseline names from a comma-separated list ('' for none), as the commands take them.
+
+    Raises:
+      ValueError: unknown names; the message lists them and the known ones.
+    """
+    names = [name for name in text.split(",") if name]
+    unknown = sorted(set(names) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown baseline {', '.join(unknown)}; choose from "
+                         f"{', '.join(METHODS)}")
+    return names
+
+
 # The package whose version decides each baseline's codes.
 _PACKAGES = {"ahash": "imagehash", "phash": "imagehash", "dhash": "imagehash",
              "whash": "imagehash", "chash": "imagehash", "iscc": "iscc-core", "pdq": "pdqhash"}
