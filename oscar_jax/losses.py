@@ -326,6 +326,41 @@ def pairwise_contrastive(
 LossFn = Callable[..., Array]
 
 # Table 2, top half: content losses by config name.
+def original_not_first(
+    embeddings: Array,
+    identity: Array,
+    variant: Array,
+    valid: Array,
+    *,
+    temperature: float = 0.2,
+    axis_name: str | None = None,
+) -> Array:
+    """Benchmark II's R@1-bar as a loss: a manipulated version should find another image
+    before its original; scalar.
+
+    For a manipulated anchor m (variant >= 1) with its original's rows O(m) (same identity,
+    variant 0) and the rows of other identities N(m), the probability that a softmax over
+    ``s = cos / temperature`` picks the original first is
+    ``p = sum_O exp s / (sum_O exp s + sum_N exp s)``, and the loss is ``-log(1 - p) =
+    softplus(logsumexp_O s - logsumexp_N s)``, averaged over manipulated anchors with both
+    kinds of rows. SimCLR+ asks an edit to move a code away from its original; this asks it
+    to move as far as other images lie, which a search by nearest code needs.
+
+    Args:
+      embeddings: float [B, E]; identity, variant: int [B]; valid: bool [B].
+      temperature: tau.
+      axis_name: pmap axis to gather the other rows over, or None on one device.
+    """
+    p = _pairs(embeddings, identity, variant, valid, axis_name)
+    logits = p.sim / temperature
+    original = p.same_identity_other_variant & (p.column_variant == 0)[None, :]
+    per_anchor = jax.nn.softplus(_masked_logsumexp(logits, original)
+                                 - _masked_logsumexp(logits, p.other_identity))
+    anchors = ((p.anchor_variant > 0) & jnp.any(original, axis=-1)
+               & jnp.any(p.other_identity, axis=-1))
+    return global_mean(per_anchor, anchors, axis_name)
+
+
 LOSSES: dict[str, LossFn] = {
     "simclr_plus": simclr_plus,
     "simclr": simclr,

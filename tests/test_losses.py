@@ -248,3 +248,68 @@ def test_simclr_and_simclr_plus_coincide_only_with_two_views():
     assert float(plain) == pytest.approx(float(plus), rel=1e-6)
     plain, plus = both(jnp.array([0, 0, 0, 1, 1, 1]))  # three views of each image
     assert float(plain) != pytest.approx(float(plus), rel=1e-3)
+
+
+# ----------------------------------------------------------------------------------------
+# original_not_first: Benchmark II's R@1-bar as a loss.
+
+
+def ref_original_not_first(emb, identity, variant, valid, temperature=0.2):
+    s = _cos(emb) / temperature
+    terms = []
+    for i, _, sidv, di in _relations(identity, variant, valid):
+        original = [j for j in sidv if variant[j] == 0]
+        if variant[i] == 0 or not original or not di:
+            continue
+        first = sum(math.exp(s[i, j]) for j in original)
+        terms.append(-math.log(1.0 - first / (first + sum(math.exp(s[i, j]) for j in di))))
+    return np.mean(terms)
+
+
+@pytest.mark.parametrize("temperature", [0.2, 1.0])
+def test_original_not_first_matches_float64_reference_and_ignores_padding(temperature):
+    emb, identity, variant, valid = _batch()
+    fn = functools.partial(losses.original_not_first, temperature=temperature)
+    value = float(jax.jit(fn)(*_jax(emb, identity, variant, valid)))
+    assert value == pytest.approx(ref_original_not_first(emb, identity, variant, valid,
+                                                         temperature), rel=1e-5)
+    emb_nan = np.where(valid[:, None], emb, np.nan)
+    padded, grad = jax.jit(jax.value_and_grad(fn))(*_jax(emb_nan, identity, variant, valid))
+    assert float(padded) == pytest.approx(value, rel=1e-6)
+    grad = np.asarray(grad)
+    assert np.all(np.isfinite(grad)) and np.all(grad[~valid] == 0.0)
+    assert np.any(grad[valid] != 0.0)
+
+
+def test_original_not_first_by_hand_in_two_dimensions():
+    # A's original along x, its manipulated version at 60 degrees, B's original along y.
+    emb = jnp.array([[1.0, 0.0], [0.5, math.sqrt(3) / 2], [0.0, 1.0]])
+    identity, variant = jnp.array([0, 0, 1]), jnp.array([0, 1, 0])
+    valid = jnp.ones(3, bool)
+    value = losses.original_not_first(emb, identity, variant, valid, temperature=1.0)
+    # Only row 1 is a manipulated anchor: cos 0.5 to its original, cos 0.87 to B.
+    first = math.exp(0.5) / (math.exp(0.5) + math.exp(math.sqrt(3) / 2))
+    assert float(value) == pytest.approx(-math.log(1.0 - first), rel=1e-6)
+    # Moving the edit away from its original lowers the loss; with no other identity in the
+    # batch there is nothing to rank before the original, and the loss is zero, not NaN.
+    further = emb.at[1].set(jnp.array([-0.5, math.sqrt(3) / 2]))
+    assert float(losses.original_not_first(further, identity, variant, valid,
+                                           temperature=1.0)) < float(value)
+    alone = losses.original_not_first(emb[:2], identity[:2], variant[:2], valid[:2])
+    assert float(alone) == 0.0
+
+
+def test_original_not_first_over_two_devices_equals_one_device():
+    args = _jax(*_batch())
+    fn = losses.original_not_first
+
+    def per_device(*a):
+        loss, grad = jax.value_and_grad(functools.partial(fn, axis_name="batch"))(*a)
+        return lax.pmean(loss, "batch"), grad
+
+    split = [a.reshape((2, -1) + a.shape[1:]) for a in args]
+    loss, grad = jax.pmap(per_device, axis_name="batch", devices=jax.local_devices()[:2])(*split)
+    single_loss, single_grad = jax.jit(jax.value_and_grad(fn))(*args)
+    np.testing.assert_allclose(np.asarray(loss), float(single_loss), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(grad).reshape(single_grad.shape) / 2, np.asarray(single_grad), atol=1e-6)

@@ -248,17 +248,20 @@ def test_bfloat16_compute_keeps_float32_parameters_and_codes():
     assert z.dtype == np.float32 and z.shape == (2, 16) and np.isfinite(np.asarray(z)).all()
 
 
-@pytest.mark.parametrize("hash_method,code_space_weight",
-                         [("sign", 0.0), ("sign_bit_balance", 0.0), ("sign", 0.23)])
+@pytest.mark.parametrize("hash_method,code_space_weight,not_first_weight",
+                         [("sign", 0.0, 0.0), ("sign_bit_balance", 0.0, 0.0),
+                          ("sign", 0.23, 0.0), ("sign", 0.0, 0.41)])
 def test_the_training_loss_is_content_plus_weighted_hashing_terms(hash_method,
-                                                                   code_space_weight):
+                                                                   code_space_weight,
+                                                                   not_first_weight):
     """loss = content + alpha x quantisation (+ beta x bit balance) (+ gamma x the content
-    loss on u), term for term: a trainer that dropped a weight, or weighted the wrong term,
-    fails here."""
+    loss on u) (+ delta x original_not_first on u), term for term: a trainer that dropped a
+    weight, or weighted the wrong term, fails here."""
     config = demo_config.get_config("tiny")
     config.hash_method = hash_method
     config.quantization_weight, config.bit_balance_weight = 0.37, 0.11
     config.code_space_weight = code_space_weight
+    config.original_not_first_weight = not_first_weight
     model = create_model(config, axis_name=train.AXIS)
     batch = input_pipeline.synthetic_batch(input_pipeline.Composition(2, 2, 2), max_objects=2,
                                            crop_size=16, global_size=32, seed=0)
@@ -279,6 +282,9 @@ def test_the_training_loss_is_content_plus_weighted_hashing_terms(hash_method,
         aux["code_space"] = losses.simclr_plus(u, batch["identity"], batch["variant"],
                                                batch["valid"], axis_name=train.AXIS,
                                                **config.loss_kwargs.to_dict())
+        aux["original_not_first"] = losses.original_not_first(
+            u, batch["identity"], batch["variant"], batch["valid"], axis_name=train.AXIS,
+            temperature=config.loss_kwargs.temperature)
         return total, metrics, content, aux
 
     one_device = jax.pmap(parts, axis_name=train.AXIS, devices=jax.devices()[:1])
@@ -294,6 +300,13 @@ def test_the_training_loss_is_content_plus_weighted_hashing_terms(hash_method,
         assert aux["code_space"][0] > 0.1  # a term that would matter if it were dropped
     else:
         assert "code_space" not in metrics
+    if not_first_weight:
+        expected += not_first_weight * aux["original_not_first"][0]
+        np.testing.assert_allclose(metrics["original_not_first"][0],
+                                   aux["original_not_first"][0], rtol=1e-6)
+        assert aux["original_not_first"][0] > 0.1  # a term that would matter if it were dropped
+    else:
+        assert "original_not_first" not in metrics
     assert aux["quantization"][0] > 0
     np.testing.assert_allclose(total[0], expected, rtol=1e-6)
     np.testing.assert_allclose(metrics["content_loss"][0], content[0], rtol=1e-6)
