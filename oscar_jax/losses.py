@@ -55,14 +55,18 @@ def _gather(x: Array, axis_name: str | None) -> Array:
 
 
 def _pairs(
-    embeddings: Array, identity: Array, variant: Array, valid: Array, axis_name: str | None
+    embeddings: Array, identity: Array, variant: Array, valid: Array, axis_name: str | None,
+    fixed_columns: bool = False,
 ) -> _Pairs:
-    """Similarities and masks between the local rows and the (gathered) global batch."""
+    """Similarities and masks between the local rows and the (gathered) global batch; with
+    ``fixed_columns`` the gradient reaches the rows as anchors only, not as columns."""
     valid = valid.astype(bool)
     # Padding may hold anything; zeroed rows keep even NaN out of the gradients of real rows.
     x = jnp.where(valid[:, None], embeddings.astype(jnp.float32), 0.0)
     x = x * lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
     cols = _gather(x, axis_name)
+    if fixed_columns:
+        cols = lax.stop_gradient(cols)
     col_identity = _gather(identity, axis_name)
     col_variant = _gather(variant, axis_name)
     col_valid = _gather(valid, axis_name)
@@ -333,6 +337,7 @@ def original_not_first(
     valid: Array,
     *,
     temperature: float = 0.2,
+    anchors_only: bool = False,
     axis_name: str | None = None,
 ) -> Array:
     """Benchmark II's R@1-bar as a loss: a manipulated version should find another image
@@ -346,12 +351,17 @@ def original_not_first(
     kinds of rows. SimCLR+ asks an edit to move a code away from its original; this asks it
     to move as far as other images lie, which a search by nearest code needs.
 
+    The gradient moves the original and the other images as well as the manipulated code
+    (lowering the loss by drawing all codes closer together too); ``anchors_only`` moves the
+    manipulated codes alone.
+
     Args:
       embeddings: float [B, E]; identity, variant: int [B]; valid: bool [B].
       temperature: tau.
+      anchors_only: the gradient reaches only the manipulated anchors' own embeddings.
       axis_name: pmap axis to gather the other rows over, or None on one device.
     """
-    p = _pairs(embeddings, identity, variant, valid, axis_name)
+    p = _pairs(embeddings, identity, variant, valid, axis_name, fixed_columns=anchors_only)
     logits = p.sim / temperature
     original = p.same_identity_other_variant & (p.column_variant == 0)[None, :]
     per_anchor = jax.nn.softplus(_masked_logsumexp(logits, original)

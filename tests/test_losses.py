@@ -313,3 +313,15 @@ def test_original_not_first_over_two_devices_equals_one_device():
     np.testing.assert_allclose(np.asarray(loss), float(single_loss), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         np.asarray(grad).reshape(single_grad.shape) / 2, np.asarray(single_grad), atol=1e-6)
+
+
+def test_original_not_first_anchors_only_moves_the_manipulated_codes_alone():
+    emb, identity, variant, valid = args = _jax(*_batch())
+    both = jax.value_and_grad(losses.original_not_first)(*args)
+    alone = jax.value_and_grad(functools.partial(losses.original_not_first,
+                                                 anchors_only=True))(*args)
+    assert float(alone[0]) == pytest.approx(float(both[0]), rel=1e-6)
+    manipulated = np.asarray(valid & (variant > 0))
+    assert np.all(np.asarray(alone[1])[~manipulated] == 0.0)
+    assert np.any(np.asarray(both[1])[~manipulated & np.asarray(valid)] != 0.0)
+    assert np.any(np.asarray(alone[1])[manipulated] != 0.0)
