@@ -75,9 +75,15 @@ def test_the_canonical_demo_configs():
     assert main.model.use_frequency and main.model.use_objects and main.warm_start
     assert pretrain.model.use_frequency and not pretrain.model.use_objects
     assert not pretrain.warm_start
+    # Warm start carries the first phase's codes: both phases must agree on their length.
+    assert main.model.code_bits == pretrain.model.code_bits == 256
+    assert main.loss_kwargs.manipulated_weight == 16
+    assert pretrain.loss_kwargs.manipulated_weight == 1
     raw, raw_pretrain = demo_config.get_config("raw"), demo_config.get_config("raw,pretrain")
     assert raw.dataset_config == raw_pretrain.dataset_config == "default"
     assert not (raw.model.use_frequency or raw.warm_start or raw_pretrain.model.use_frequency)
+    assert raw.model.code_bits == raw_pretrain.model.code_bits == 64
+    assert raw.loss_kwargs.manipulated_weight == 1
     # The tiny test model keeps its cold, FF-free phases: the tests switch FF on themselves.
     tiny = demo_config.get_config("tiny")
     assert tiny.dataset_config == "tiny" and not (tiny.model.use_frequency or tiny.warm_start)
