@@ -1,4 +1,5 @@
-"""Content losses: SimCLR+ (paper eq. 11) and the Table 2 (top half) ablations.
+"""Content losses: SimCLR+ (paper eq. 11) and the Table 2 (top half) ablations; and
+``original_not_first``, Benchmark II's R@1-bar as an extra term on the codes.
 
 Every loss has the signature ``fn(embeddings, identity, variant, valid, *, axis_name=None,
 **hyperparameters) -> scalar`` with
@@ -327,9 +328,6 @@ def pairwise_contrastive(
     return global_mean(per_pair, p.candidate, axis_name)
 
 
-LossFn = Callable[..., Array]
-
-# Table 2, top half: content losses by config name.
 def original_not_first(
     embeddings: Array,
     identity: Array,
@@ -371,6 +369,9 @@ def original_not_first(
     return global_mean(per_anchor, anchors, axis_name)
 
 
+LossFn = Callable[..., Array]
+
+# Table 2, top half: content losses by config name.
 LOSSES: dict[str, LossFn] = {
     "simclr_plus": simclr_plus,
     "simclr": simclr,
