@@ -74,6 +74,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.views_per_variant = 2  # benign views of each (identity, variant) in a batch
     c.matched_views = False  # every variant of an original contributes the same view numbers
     c.photometric_jitter = 0.0  # online brightness/contrast/colour/noise: 0 off, 1 full ranges
+    c.online_edits = 0.0  # share of originals whose manipulated slot is a fresh edit (0: off)
     c.data_workers = 4  # grain worker processes decoding JPEG (0: in the main process)
     c.synthetic_data = False  # random inputs of the real shapes instead of records
     c.synthetic = ml_collections.ConfigDict()  # shapes of synthetic inputs

@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
 
-from preprocessing import scene_graph
+from preprocessing import record_edits, scene_graph
 from preprocessing.progress import progress
 
 Batch = dict[str, np.ndarray]
@@ -313,6 +313,47 @@ class PhotometricJitter(grain.transforms.RandomMap):
         return {**batch, "image": image, "crops": crops}
 
 
+@dataclasses.dataclass(frozen=True)
+class OnlineEdits(grain.transforms.RandomMap):
+    """Fresh manipulated versions: for a `rate` share of a batch's originals, the first
+    manipulated variant slot is replaced by the original's own records (same views) with one
+    newly drawn edit (`preprocessing.record_edits`) painted alike into every view's global
+    view and crops. The records hold two fixed edits per original, which a model can learn
+    one by one; drawn afresh, no edit is seen twice. Splices take their donor from another
+    original of the batch. Labels stay those of the slot (identity, variant 1), so the loss
+    counts the edit as a manipulated version; needs `matched_views`-style slots, which every
+    composition has: the views of the replaced slot become the original's."""
+
+    composition: Composition
+    rate: float = 0.5  # share of originals whose manipulated slot is edited afresh
+
+    def random_map(self, batch: Batch, rng: np.random.Generator) -> Batch:
+        c = self.composition
+        if c.variants < 2:
+            raise ValueError("online edits replace a manipulated variant slot; the batch has "
+                             "none (set variants_per_original to 2 or more)")
+        out = {k: v.copy() for k, v in batch.items()}
+
+        def slot(o: int, variant: int, view: int) -> int:
+            return (o * c.variants + variant) * c.views + view
+
+        for o in np.flatnonzero(rng.random(c.originals) < self.rate):
+            first = slot(o, 0, 0)
+            edit = record_edits.draw_edit(rng, batch["image"][first], batch["geometry"][first],
+                                          batch["node_mask"][first])
+            donor_original = (o + 1 + rng.integers(max(c.originals - 1, 1))) % c.originals
+            for view in range(c.views):
+                source, target = slot(o, 0, view), slot(o, 1, view)
+                for name in (*MODEL_FIELDS, "view", "valid"):
+                    if name in batch:
+                        out[name][target] = batch[name][source]
+                donor = batch["image"][slot(donor_original, 0, view)]
+                out["image"][target], out["crops"][target] = record_edits.apply_edit(
+                    edit, batch["image"][source], batch["crops"][source],
+                    batch["geometry"][source], batch["node_mask"][source], donor=donor)
+        return out
+
+
 def train_dataset(
     directory: str,
     split: str,
@@ -326,17 +367,26 @@ def train_dataset(
     index_cache: str | None = None,
     matched_views: bool = False,
     photometric_jitter: float = 0.0,
+    online_edits: float = 0.0,
 ) -> tuple[grain.IterDataset, Batch]:
     """The training batches of `num_steps` steps as a grain dataset (iterate it, checkpoint
     its iterator), and the first batch decoded here, for shapes. With `photometric_jitter`
     above 0, every batch is augmented by `PhotometricJitter` of that strength, drawn from the
-    seed and the step."""
+    seed and the step; with `online_edits` above 0, that share of each batch's originals gets
+    a freshly edited manipulated version first (`OnlineEdits`)."""
     source = open_source(directory, split)
     index = read_index(source, cache_dir=index_cache)
     planner = BatchPlanner(index, composition, seed=seed, shard_index=shard_index,
                            shard_count=shard_count, matched_views=matched_views)
     load = LoadBatch(directory, split, index.ordinal)
     steps = grain.MapDataset.range(num_steps).map(planner).map(load)
+    if not 0 <= online_edits <= 1:
+        raise ValueError(f"online_edits is a share of the originals in [0, 1] (0: off), got "
+                         f"{online_edits}")
+    if online_edits > 0:
+        steps = steps.random_map(OnlineEdits(composition, float(online_edits)),
+                                 seed=int(np.random.SeedSequence([seed, shard_index, 3])
+                                          .generate_state(1)[0]))
     if photometric_jitter < 0:
         raise ValueError(f"photometric_jitter must be >= 0 (0: off), got {photometric_jitter}")
     if photometric_jitter > 0:

@@ -164,7 +164,7 @@ def create_data(config: ml_collections.ConfigDict, workdir: str):
         num_steps=config.total_steps, workers=config.data_workers,
         shard_index=jax.process_index(), shard_count=jax.process_count(),
         index_cache=os.path.join(workdir, "cache"), matched_views=config.matched_views,
-        photometric_jitter=config.photometric_jitter)
+        photometric_jitter=config.photometric_jitter, online_edits=config.online_edits)
     return iter(dataset), example
 
 

@@ -253,3 +253,56 @@ def test_jittered_batches_are_drawn_from_seed_and_step(tiny_records):
     with pytest.raises(ValueError, match="photometric_jitter must be >= 0"):
         ip.train_dataset(tiny_records, "train", composition, seed=0, num_steps=3,
                          photometric_jitter=-0.5)
+
+
+def test_online_edits_replace_the_manipulated_slot_with_an_edited_copy_of_the_original():
+    composition = ip.Composition(4, 3, 2)
+    batch = ip.synthetic_batch(composition, max_objects=3, crop_size=16, global_size=32, seed=1)
+    batch["node_mask"][:] = [True, True, True, False]
+    batch["image"] = np.clip(batch["image"], 30, 255)  # nothing reads as a letterbox bar
+    batch["variant"] = np.tile(np.repeat(np.arange(3), 2), 4).astype(np.int32)
+    batch["view"] = np.arange(24, dtype=np.int32) % 2 + 10 * (np.arange(24) // 2 % 3)
+    batch["valid"][:] = True
+    batch["valid"][1] = False  # view slot 1 of original 0 repeats a record
+    out = ip.OnlineEdits(composition, rate=1.0).random_map(batch, np.random.default_rng(0))
+    slots = lambda x: x.reshape(4, 3, 2, *x.shape[1:])  # noqa: E731
+    for name in ("node_mask", "geometry", "shape", "relations", "view", "valid"):
+        np.testing.assert_array_equal(slots(out[name])[:, 1], slots(batch[name])[:, 0], name)
+    for name in ("identity", "variant"):
+        np.testing.assert_array_equal(out[name], batch[name], name)
+    for name in ("image", "crops"):
+        np.testing.assert_array_equal(slots(out[name])[:, [0, 2]], slots(batch[name])[:, [0, 2]])
+    edited, original = slots(out["image"])[:, 1], slots(batch["image"])[:, 0]
+    changed = (edited != original).any(axis=-1).mean(axis=(-1, -2))  # [originals, views]
+    assert (changed > 0.005).all() and (changed < 0.2).all(), changed
+    np.testing.assert_array_equal(slots(out["crops"])[:, 1, :, 3],  # padding crops
+                                  slots(batch["crops"])[:, 0, :, 3])
+    # One edit per original, painted into both of its views at the same place.
+    where = (edited != original).any(axis=-1)
+    assert all((where[o, 0] & where[o, 1]).sum() > 0.5 * where[o, 0].sum() for o in range(4))
+    off = ip.OnlineEdits(composition, rate=0.0).random_map(batch, np.random.default_rng(0))
+    for name in batch:
+        np.testing.assert_array_equal(off[name], batch[name])
+    with pytest.raises(ValueError, match="variants_per_original"):
+        ip.OnlineEdits(ip.Composition(2, 1, 2)).random_map(
+            ip.synthetic_batch(ip.Composition(2, 1, 2), max_objects=1, crop_size=8,
+                               global_size=16, seed=0), np.random.default_rng(0))
+
+
+def test_online_edits_are_drawn_from_seed_and_step_and_checked(tiny_records):
+    composition = ip.Composition(2, 2, 2)
+    plain, _ = ip.train_dataset(tiny_records, "train", composition, seed=0, num_steps=2)
+    edited, _ = ip.train_dataset(tiny_records, "train", composition, seed=0, num_steps=2,
+                                 online_edits=1.0)
+    again, _ = ip.train_dataset(tiny_records, "train", composition, seed=0, num_steps=2,
+                                online_edits=1.0)
+    for p, e, a in zip(list(plain), list(edited), list(again), strict=True):
+        np.testing.assert_array_equal(e["image"], a["image"])
+        first = e["image"].reshape(2, 2, 2, *e["image"].shape[1:])
+        source = p["image"].reshape(first.shape)
+        np.testing.assert_array_equal(first[:, 0], source[:, 0])  # originals untouched
+        assert not np.array_equal(first[:, 1], source[:, 0])
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="online_edits is a share"):
+            ip.train_dataset(tiny_records, "train", composition, seed=0, num_steps=2,
+                             online_edits=bad)

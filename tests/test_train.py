@@ -496,3 +496,16 @@ def test_photometric_jitter_reaches_the_trainer_s_batches(data_dir, tmp_path):
         same = np.array_equal(plain[name], jittered[name])
         assert same != (name in ("image", "crops")), name
     assert not np.array_equal(next(plain_iterator)["image"], next(jitter_iterator)["image"])
+
+
+def test_online_edits_reach_the_trainer_s_batches(data_dir, tmp_path):
+    _, plain = train.create_data(tiny_config(data_dir), str(tmp_path / "plain"))
+    _, edited = train.create_data(tiny_config(data_dir, online_edits=1.0),
+                                  str(tmp_path / "edited"))
+    c = tiny_config(data_dir)
+    slots = (c.originals_per_batch, c.variants_per_original, c.views_per_variant)
+    image = edited["image"].reshape(*slots, *edited["image"].shape[1:])
+    source = plain["image"].reshape(image.shape)
+    np.testing.assert_array_equal(image[:, 0], source[:, 0])
+    changed = (image[:, 1] != source[:, 0]).any(axis=-1).mean(axis=(-1, -2))
+    assert (changed > 0.005).all() and (changed < 0.2).all(), changed
