@@ -53,6 +53,7 @@ def model_config() -> ml_collections.ConfigDict:
     m.use_geometry = True  # Eg(box geometry) in the node features
     m.use_edges = True  # relation stream FR
     m.use_frequency = False  # FF: the global view's low DCT frequencies (not in the paper)
+    m.global_grid = 0  # FS: FG's last map pooled to g x g cells (0: off; not in the paper)
     m.encoder = "transformer"  # 'transformer' (paper) or 'mlp' (Table 3, H)
     m.pooling = "attention"  # 'attention' (eq. 7) or 'first' (Table 3, G)
     m.graph = "full"  # 'full' or 'thresholded' (Table 3, I)

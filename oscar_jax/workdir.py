@@ -286,18 +286,20 @@ def restore_inference(workdir: str, step: int | None = None):
 
 def warm_start_from_run(variables: dict, workdir: str) -> dict:
     """`variables` of a model whose streams begin with those of the pretraining run in
-    `workdir` (FG, then FF where both have it), with that run's FF, Eb and fusion weights:
+    `workdir` (FG, then FF and FS where both have them), with that run's FF, FS, Eb and fusion:
     the fusion rows of the streams the run did not have are zero, so the model's codes start
     as the run's. Raises ValueError when the run's streams are not a prefix of the model's."""
     run_config = load_config(workdir).model
     state = restore_state(workdir)
     params = flax.core.unfreeze(variables["params"])
     if run_config.use_objects or "global_cnn" not in params or (
-            "frequency" in params) != bool(run_config.get("use_frequency", False)):
+            "frequency" in params) != bool(run_config.get("use_frequency", False)) or (
+            "grid_embed" in params) != bool(run_config.get("global_grid", 0)):
         raise ValueError(f"warm_start needs a pretraining run with the model's global streams "
-                         f"only (FG, and FF when the model has it); {workdir} has others")
-    # FF and Eb through the ResNet loader's merge, which refuses other names or shapes.
-    for module in ("frequency", "code_projection"):
+                         f"only (FG, and FF and FS when the model has them); {workdir} has "
+                         "others")
+    # FF, FS and Eb through the ResNet loader's merge, which refuses other names or shapes.
+    for module in ("frequency", "grid_embed", "code_projection"):
         if module in params:
             weights = {("params", *path): np.asarray(value) for path, value in
                        flax.traverse_util.flatten_dict(state["params"][module]).items()}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from oscar_jax import hashing
-from oscar_jax.models.oscar import OscarNet, split_width
+from oscar_jax.models.oscar import OscarNet, grid_pool, split_width
 from tests.samples import make_batch
 
 TINY = dict(cnn="tiny", code_bits=16, visual_dim=16, width=32, num_layers=1, num_heads=2,
@@ -152,3 +152,39 @@ def test_each_input_moves_z_exactly_when_its_switch_is_on(field, switch_on):
         assert np.abs(after - before).max() > 1e-4, f"{field} is ignored with {switch} on"
     else:
         np.testing.assert_array_equal(after, before, err_msg=f"{field} leaks with {switch} off")
+
+
+def test_grid_pool_is_the_mean_of_each_cell_in_row_major_order():
+    rng = np.random.default_rng(0)
+    feature_map = rng.normal(size=(2, 4, 6, 3)).astype(np.float32)
+    pooled = np.asarray(grid_pool(jnp.asarray(feature_map), 2))
+    want = [feature_map[b, r * 2:(r + 1) * 2, c * 3:(c + 1) * 3].mean(axis=(0, 1))
+            for b in range(2) for r in range(2) for c in range(2)]
+    np.testing.assert_allclose(pooled.reshape(8, 3), np.stack(want), rtol=1e-6)
+    with pytest.raises(ValueError, match="does not divide the 4 x 6 feature map"):
+        grid_pool(jnp.asarray(feature_map), 4)
+
+
+@pytest.mark.parametrize("grid", [0, 2])
+def test_the_spatial_stream_reads_the_image_past_fg_s_pooling(grid):
+    """With FG's head zeroed, the image reaches z only through FS: a model that dropped the
+    stream, or fed it the pooled vector, fails here."""
+    batch = make_batch()
+    batch["image"] = np.repeat(np.repeat(batch["image"], 2, axis=1), 2, axis=2)  # 64 px: 2 x 2
+    model = OscarNet(**{**TINY, "use_objects": False, "global_grid": grid})
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), batch)
+    params = jax.tree_util.tree_map(np.asarray, variables["params"])
+    params["global_cnn"]["head"]["kernel"] = np.zeros_like(params["global_cnn"]["head"]["kernel"])
+    variables = {**variables, "params": params}
+    apply = jax.jit(functools.partial(model.apply, train=False))
+    # Swapping the image's left and right halves keeps FG's pooled features nearly, FS's not.
+    moved = dict(batch, image=np.roll(batch["image"], 32, axis=2))
+    change = np.abs(np.asarray(apply(variables, moved)) - np.asarray(apply(variables, batch)))
+    if grid:
+        assert change.max() > 1e-3
+        assert params["grid_embed"]["kernel"].shape[0] == 4 * 128  # 2 x 2 cells of 128
+    else:
+        np.testing.assert_array_equal(change, 0)
+    with pytest.raises(ValueError, match="global_grid=2 needs use_global"):
+        OscarNet(**{**TINY, "use_global": False, "global_grid": 2}).init(
+            jax.random.key(0), batch, train=False)

@@ -94,10 +94,11 @@ class EfficientNetLite0(nn.Module):
     frozen_trunk: bool = False
 
     @nn.compact
-    def __call__(self, images: jnp.ndarray, *, train: bool,
-                 mask: jnp.ndarray | None = None) -> jnp.ndarray:
+    def __call__(self, images: jnp.ndarray, *, train: bool, mask: jnp.ndarray | None = None,
+                 return_map: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
         """Normalised images (`normalize_images`) [B, H, W, 3] -> [B, output_dim]. In
-        training, BatchNorm statistics count only the images where `mask` [B] is True."""
+        training, BatchNorm statistics count only the images where `mask` [B] is True. With
+        `return_map`, also the last feature map [B, h, w, 1280] before pooling."""
         train = train and not self.frozen_trunk
         norm, conv = _layers(self.dtype, self.bn_axis_name, train, mask)
         x = jnp.asarray(images, self.dtype)
@@ -111,14 +112,14 @@ class EfficientNetLite0(nn.Module):
                 index += 1
             x = self.expose(f"stage{stage + 1}", x)
         x = nn.relu6(norm(name="bn1")(conv(HEAD_FILTERS, (1, 1), name="conv_head")(x)))
-        x = jnp.mean(x, axis=(1, 2))
-        if self.frozen_trunk:
-            x = jax.lax.stop_gradient(x)
+        feature_map = jax.lax.stop_gradient(x) if self.frozen_trunk else x
+        x = jnp.mean(feature_map, axis=(1, 2))
         if self.classes is not None:
             x = nn.Dense(self.classes, dtype=self.dtype, name="fc")(x)
         elif self.output_dim is not None:
             x = nn.Dense(self.output_dim, dtype=self.dtype, name="head")(x)
-        return jnp.asarray(x, jnp.float32)
+        x = jnp.asarray(x, jnp.float32)
+        return (x, feature_map) if return_map else x
 
     def expose(self, name: str, x: jnp.ndarray) -> jnp.ndarray:
         """A stage's feature map, for GradCAM (as `resnet.ResNet.expose`)."""

@@ -58,6 +58,17 @@ def symlog(x: Array) -> Array:
     return jnp.sign(x) * jnp.log1p(jnp.abs(x))
 
 
+def grid_pool(feature_map: Array, grid: int) -> Array:
+    """[B, h, w, C] -> [B, grid * grid * C]: the mean over each of grid x grid equal cells,
+    flattened; h and w must be multiples of grid."""
+    b, h, w, c = feature_map.shape
+    if h % grid or w % grid:
+        raise ValueError(f"global_grid={grid} does not divide the {h} x {w} feature map of the "
+                         "global view; pick a divisor of it")
+    cells = feature_map.reshape(b, grid, h // grid, grid, w // grid, c).mean(axis=(2, 4))
+    return cells.reshape(b, grid * grid * c)
+
+
 def split_width(width: int, parts: int) -> list[int]:
     """`width` split into `parts` near-equal integer sizes that sum to `width`."""
     base, extra = divmod(width, parts)
@@ -83,6 +94,9 @@ class OscarNet(nn.Module):
       use_edges: the relation stream FR.
       use_frequency: the frequency stream FF (`frequency.FrequencyStream`: the global view's
         low DCT frequencies, as PDQ reads them); not in the paper.
+      global_grid: g > 0 adds the spatial stream FS: FG's last feature map average-pooled
+        to g x g cells, flattened and embedded, so that a change in one cell is not averaged
+        away over the whole image; 0 leaves it out. Not in the paper.
       encoder: 'transformer' (the paper) or 'mlp' (ablation H).
       pooling: 'attention' (eq. 7) or 'first' (ablation G).
       graph: 'full' (every pair connected) or 'thresholded' (ablation I).
@@ -109,6 +123,7 @@ class OscarNet(nn.Module):
     use_geometry: bool = True
     use_edges: bool = True
     use_frequency: bool = False
+    global_grid: int = 0
     encoder: str = "transformer"
     pooling: str = "attention"
     graph: str = "full"
@@ -131,6 +146,11 @@ class OscarNet(nn.Module):
                                                        dtype=self.dtype)
         if self.use_global:
             self.global_cnn = cnn()
+        if self.global_grid:
+            if not self.use_global or self.global_grid < 0:
+                raise ValueError(f"global_grid={self.global_grid} needs use_global and a "
+                                 "positive grid side (0 leaves the spatial stream out)")
+            self.grid_embed = nn.Dense(self.visual_dim, dtype=self.dtype)  # FS
         if self.use_objects:
             parts = [self.use_visual, self.use_shape, self.use_geometry]
             if not any(parts):
@@ -192,9 +212,12 @@ class OscarNet(nn.Module):
         streams = []
         if self.use_global:
             image = BACKBONES[self.cnn].normalize(batch["image"], self.dtype)
-            streams.append(self.global_cnn(image, train=train))
+            global_features, feature_map = self.global_cnn(image, train=train, return_map=True)
+            streams.append(global_features)
         if self.use_frequency:
             streams.append(self.frequency(batch["image"]))
+        if self.global_grid:
+            streams.append(self.grid_embed(grid_pool(feature_map, self.global_grid)))
         if self.use_objects:
             mask = batch["node_mask"]
             adjacency = self.adjacency(batch)

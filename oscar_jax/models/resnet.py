@@ -137,10 +137,11 @@ class ResNet(nn.Module):
     frozen_trunk: bool = False
 
     @nn.compact
-    def __call__(self, images: jnp.ndarray, *, train: bool,
-                 mask: jnp.ndarray | None = None) -> jnp.ndarray:
+    def __call__(self, images: jnp.ndarray, *, train: bool, mask: jnp.ndarray | None = None,
+                 return_map: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
         """ImageNet-normalised images [B, H, W, 3] -> embeddings [B, output_dim]. In training,
-        BatchNorm statistics count only the images where `mask` [B] is True (default all)."""
+        BatchNorm statistics count only the images where `mask` [B] is True (default all).
+        With `return_map`, also the last feature map [B, h, w, channels] before pooling."""
         train = train and not self.frozen_trunk
         norm, conv = _layer_factories(self.dtype, self.bn_axis_name, train, mask)
         x = jnp.asarray(images, self.dtype)
@@ -154,12 +155,12 @@ class ResNet(nn.Module):
                           bn_axis_name=self.bn_axis_name,
                           name=f"layer{stage + 1}_{index}")(x, train=train, mask=mask)
             x = self.expose(f"stage{stage + 1}", x)
-        x = jnp.mean(x, axis=(1, 2))
-        if self.frozen_trunk:
-            x = jax.lax.stop_gradient(x)
+        feature_map = jax.lax.stop_gradient(x) if self.frozen_trunk else x
+        x = jnp.mean(feature_map, axis=(1, 2))
         if self.output_dim is not None:
             x = nn.Dense(self.output_dim, dtype=self.dtype, name="head")(x)
-        return jnp.asarray(x, jnp.float32)
+        x = jnp.asarray(x, jnp.float32)
+        return (x, feature_map) if return_map else x
 
     def expose(self, name: str, x: jnp.ndarray) -> jnp.ndarray:
         """The feature map at the end of a stage, made visible to GradCAM
