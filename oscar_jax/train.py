@@ -214,7 +214,10 @@ def initial_variables(config: ml_collections.ConfigDict, model: oscar.OscarNet,
         if not config.init_from:
             raise ValueError("warm_start needs init_from: the pretraining run to start from")
         variables = warm_start_from_run(variables, config.init_from)
-        print(f"warm start: FF, FS, Eb and the fusion of {config.init_from}", flush=True)
+        carried = [name for name, present in (("FF", config.model.use_frequency),
+                                              ("FS", config.model.global_grid)) if present]
+        print(f"warm start: {', '.join([*carried, 'Eb'])} and the fusion of {config.init_from}",
+              flush=True)
     return variables
 
 

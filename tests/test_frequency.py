@@ -79,11 +79,13 @@ def test_the_canonical_demo_configs():
     assert main.model.code_bits == pretrain.model.code_bits == 256
     assert main.loss_kwargs.manipulated_weight == 16
     assert pretrain.loss_kwargs.manipulated_weight == 1
+    assert main.online_edits == 1 and pretrain.online_edits == 0
     raw, raw_pretrain = demo_config.get_config("raw"), demo_config.get_config("raw,pretrain")
     assert raw.dataset_config == raw_pretrain.dataset_config == "default"
     assert not (raw.model.use_frequency or raw.warm_start or raw_pretrain.model.use_frequency)
     assert raw.model.code_bits == raw_pretrain.model.code_bits == 64
     assert raw.loss_kwargs.manipulated_weight == 1
+    assert raw.online_edits == raw_pretrain.online_edits == 0
     # The tiny test model keeps its cold, FF-free phases: the tests switch FF on themselves.
     tiny = demo_config.get_config("tiny")
     assert tiny.dataset_config == "tiny" and not (tiny.model.use_frequency or tiny.warm_start)
