@@ -95,14 +95,15 @@ def test_the_canonical_demo_configs():
 
 @pytest.fixture(scope="module")
 def frequency_pretraining(tiny_trained, tmp_path_factory):
-    """(workdir, data_dir): the tiny global CNN + FF pretraining, trained 2 steps."""
+    """(workdir, data_dir): the tiny global CNN + FF + FS (2 x 2 cells) pretraining, trained
+    2 steps."""
     from configs import demo as demo_config
     from oscar_jax import train
 
     _, _, data_dir = tiny_trained
     config = demo_config.get_config("tiny,pretrain")
     config.data_dir, config.total_steps, config.log_every = data_dir, 2, 1
-    config.model.use_frequency = True
+    config.model.use_frequency, config.model.global_grid = True, 2
     workdir = str(tmp_path_factory.mktemp("ff") / "pretrain")
     train.train_and_evaluate(config, workdir)
     return workdir, data_dir
@@ -125,7 +126,7 @@ def test_a_warm_start_begins_with_the_pretrained_codes(frequency_pretraining):
     workdir, data_dir = frequency_pretraining
     config = demo_config.get_config("tiny")
     config.data_dir, config.init_from, config.warm_start = data_dir, workdir, True
-    config.model.use_frequency = True
+    config.model.use_frequency, config.model.global_grid = True, 2  # FF and FS carried
     records = os.path.join(data_dir, "oscar_demo", "tiny")
     records = os.path.join(records, sorted(os.listdir(records))[0])
     batch = next(iter(input_pipeline.read_split(records, "test", batch_size=4)))
@@ -155,41 +156,20 @@ def test_a_warm_start_refuses_a_run_of_other_streams(tiny_trained):
         train.initial_variables(config, create_model(config), make_batch())
 
 
-@pytest.fixture(scope="module")
-def spatial_pretraining(tiny_trained, tmp_path_factory):
-    """(workdir, data_dir): the tiny global CNN + FF + FS (2 x 2 cells) pretraining, 2 steps."""
-    from configs import demo as demo_config
-    from oscar_jax import train
-
-    _, _, data_dir = tiny_trained
-    config = demo_config.get_config("tiny,pretrain")
-    config.data_dir, config.total_steps, config.log_every = data_dir, 2, 1
-    config.model.use_frequency, config.model.global_grid = True, 2
-    workdir = str(tmp_path_factory.mktemp("fs") / "pretrain")
-    train.train_and_evaluate(config, workdir)
-    return workdir, data_dir
-
-
-def test_a_warm_start_carries_the_spatial_stream_and_refuses_a_run_without_it(
-        spatial_pretraining, frequency_pretraining):
+def test_a_warm_start_refuses_a_run_whose_global_streams_differ(frequency_pretraining):
     from configs import demo as demo_config
     from oscar_jax import input_pipeline, train
-    from oscar_jax.workdir import create_model, restore_inference
+    from oscar_jax.workdir import create_model
 
-    workdir, data_dir = spatial_pretraining
-    config = demo_config.get_config("tiny")
-    config.data_dir, config.init_from, config.warm_start = data_dir, workdir, True
-    config.model.use_frequency, config.model.global_grid = True, 2
+    workdir, data_dir = frequency_pretraining  # FG, FF and FS
     records = os.path.join(data_dir, "oscar_demo", "tiny")
     records = os.path.join(records, sorted(os.listdir(records))[0])
-    batch = next(iter(input_pipeline.read_split(records, "test", batch_size=4)))
+    batch = next(iter(input_pipeline.read_split(records, "test", batch_size=2)))
     inputs = {k: batch[k] for k in input_pipeline.MODEL_FIELDS}
-    model = create_model(config)
-    variables = train.initial_variables(config, model, inputs)
-    _, pretrained, pretrained_variables = restore_inference(workdir)
-    np.testing.assert_allclose(model.apply(variables, inputs, train=False),
-                               pretrained.apply(pretrained_variables, inputs, train=False),
-                               rtol=1e-5, atol=1e-5)
-    config.init_from = frequency_pretraining[0]  # FG and FF only
-    with pytest.raises(ValueError, match="warm_start needs a pretraining run"):
-        train.initial_variables(config, model, inputs)
+    for streams in (dict(global_grid=0), dict(use_frequency=False)):
+        config = demo_config.get_config("tiny")
+        config.data_dir, config.init_from, config.warm_start = data_dir, workdir, True
+        config.model.use_frequency, config.model.global_grid = True, 2
+        config.model.update(streams)
+        with pytest.raises(ValueError, match="warm_start needs a pretraining run"):
+            train.initial_variables(config, create_model(config), inputs)
