@@ -36,12 +36,15 @@ MIN_LEG = 3
 ANGLE_SPREAD = 6.0
 
 
-def content_box(image: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) bounds of `image` [H, W, 3] without its black frame; the
-    whole image when nothing but fill is found."""
+def content_box(image: np.ndarray, min_content: float = MIN_CONTENT
+                ) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) bounds of `image` [H, W, 3] without its black frame: the
+    outermost rows and columns with more than `min_content` of their pixels above fill (0:
+    any such pixel, the exact bounds of a letterbox); the whole image when nothing but fill
+    is found."""
     content = image.max(axis=-1) > DARK_LEVEL
-    rows = np.flatnonzero(content.mean(axis=1) > MIN_CONTENT)
-    cols = np.flatnonzero(content.mean(axis=0) > MIN_CONTENT)
+    rows = np.flatnonzero(content.mean(axis=1) > min_content)
+    cols = np.flatnonzero(content.mean(axis=0) > min_content)
     if len(rows) == 0 or len(cols) == 0:
         return 0, image.shape[0], 0, image.shape[1]
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1

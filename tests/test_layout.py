@@ -34,6 +34,14 @@ def test_content_box_cuts_a_black_frame_exactly():
     assert layout.content_box(np.zeros((10, 10, 3), np.uint8)) == (0, 10, 0, 10)
 
 
+def test_content_box_threshold_decides_whether_a_sparse_edge_row_is_frame():
+    framed = np.pad(np.full((60, 80, 3), 120, np.uint8), ((3, 5), (7, 2), (0, 0)))
+    framed[1, 30] = 200  # one stray pixel above the picture: noise to the layout, not to
+    framed[20, 0] = 200  # a letterbox reading that needs every content pixel
+    assert layout.content_box(framed) == (3, 63, 7, 87)
+    assert layout.content_box(framed, min_content=0.0) == (1, 63, 0, 87)
+
+
 @pytest.mark.parametrize("name", ["chelsea", "coffee", "motorcycle_left"])
 @pytest.mark.parametrize("angle", [-25.0, -7.0, 3.0, 12.0, 26.0])
 def test_black_corner_angle_reads_a_rotation_within_a_degree(name, angle):
