@@ -159,6 +159,12 @@ def create_data(config: ml_collections.ConfigDict, workdir: str):
                   "its transforms as well as the edit; rebuild the records (the builder's "
                   "matched_train_views) or set --config.matched_views=False", file=sys.stderr,
                   flush=True)
+        if config.online_edits and not settings.get("canonical_layout"):
+            print(f"warning: online_edits paints each edit at one place of the image in every "
+                  f"view, but the views of {directory} are not in their canonical layout "
+                  "(flipped, rotated or padded views put that place elsewhere); build the "
+                  "records with --config canonical (or --set canonical_layout=true) or set "
+                  "--config.online_edits=0", file=sys.stderr, flush=True)
     dataset, example = input_pipeline.train_dataset(
         directory, config.train_split, composition, seed=config.seed,
         num_steps=config.total_steps, workers=config.data_workers,

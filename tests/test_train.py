@@ -498,10 +498,14 @@ def test_photometric_jitter_reaches_the_trainer_s_batches(data_dir, tmp_path):
     assert not np.array_equal(next(plain_iterator)["image"], next(jitter_iterator)["image"])
 
 
-def test_online_edits_reach_the_trainer_s_batches(data_dir, tmp_path):
+def test_online_edits_reach_the_trainer_s_batches(data_dir, tmp_path, capsys):
     _, plain = train.create_data(tiny_config(data_dir), str(tmp_path / "plain"))
+    assert "online_edits" not in capsys.readouterr().err
     _, edited = train.create_data(tiny_config(data_dir, online_edits=1.0),
                                   str(tmp_path / "edited"))
+    # The tiny records keep their views as drawn: the trainer says the edit may land elsewhere
+    # in a flipped or rotated view.
+    assert "not in their canonical layout" in capsys.readouterr().err
     c = tiny_config(data_dir)
     slots = (c.originals_per_batch, c.variants_per_original, c.views_per_variant)
     image = edited["image"].reshape(*slots, *edited["image"].shape[1:])
