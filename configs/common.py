@@ -101,6 +101,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.code_space_weight = 0.0  # weight of the same content loss on the codes u (0: off)
     c.original_not_first_weight = 0.0  # weight of losses.original_not_first on u (0: off)
     c.original_not_first_anchors_only = False  # its gradient moves the manipulated codes only
+    c.original_not_first_temperature = 0.0  # its tau (0: the content loss's temperature)
+    c.original_not_first_others_weight = 1.0  # database entries each other row stands for
     # Optimiser: Adam with L2 weight decay and step decay, as the official release.
     c.learning_rate = 1e-4  # initial learning rate (paper: 1e-4 main, 1e-3 pretraining)
     c.lr_decay_at = (0.6,)  # fractions of training where the learning rate drops

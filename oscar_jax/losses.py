@@ -335,6 +335,7 @@ def original_not_first(
     valid: Array,
     *,
     temperature: float = 0.2,
+    others_weight: float = 1.0,
     anchors_only: bool = False,
     axis_name: str | None = None,
 ) -> Array:
@@ -344,10 +345,16 @@ def original_not_first(
     For a manipulated anchor m (variant >= 1) with its original's rows O(m) (same identity,
     variant 0) and the rows of other identities N(m), the probability that a softmax over
     ``s = cos / temperature`` picks the original first is
-    ``p = sum_O exp s / (sum_O exp s + sum_N exp s)``, and the loss is ``-log(1 - p) =
-    softplus(logsumexp_O s - logsumexp_N s)``, averaged over manipulated anchors with both
-    kinds of rows. SimCLR+ asks an edit to move a code away from its original; this asks it
-    to move as far as other images lie, which a search by nearest code needs.
+    ``p = sum_O exp s / (sum_O exp s + w sum_N exp s)``, and the loss is ``-log(1 - p) =
+    softplus(logsumexp_O s - logsumexp_N s - log w)``, averaged over manipulated anchors with
+    both kinds of rows. SimCLR+ asks an edit to move a code away from its original; this
+    asks it to move as far as other images lie, which a search by nearest code needs.
+
+    A search database holds many more images than a batch, and its nearest entry lies
+    nearer than a batch's: ``others_weight`` w > 1 counts each other row as w database
+    entries, so that (at a low temperature, where the sums follow their largest terms) the
+    loss asks an edit to move as far as the database's nearest image rather than as far as
+    a batch's.
 
     The gradient moves the original and the other images as well as the manipulated code
     (lowering the loss by drawing all codes closer together too); ``anchors_only`` moves the
@@ -356,14 +363,19 @@ def original_not_first(
     Args:
       embeddings: float [B, E]; identity, variant: int [B]; valid: bool [B].
       temperature: tau.
+      others_weight: w, how many database entries each other row stands for.
       anchors_only: the gradient reaches only the manipulated anchors' own embeddings.
       axis_name: pmap axis to gather the other rows over, or None on one device.
     """
     p = _pairs(embeddings, identity, variant, valid, axis_name, fixed_columns=anchors_only)
     logits = p.sim / temperature
     original = p.same_identity_other_variant & (p.column_variant == 0)[None, :]
+    if others_weight <= 0:
+        raise ValueError(f"others_weight counts database entries per other row; it must be "
+                         f"positive, got {others_weight}")
     per_anchor = jax.nn.softplus(_masked_logsumexp(logits, original)
-                                 - _masked_logsumexp(logits, p.other_identity))
+                                 - _masked_logsumexp(logits, p.other_identity)
+                                 - jnp.log(jnp.float32(others_weight)))
     anchors = ((p.anchor_variant > 0) & jnp.any(original, axis=-1)
                & jnp.any(p.other_identity, axis=-1))
     return global_mean(per_anchor, anchors, axis_name)

@@ -253,7 +253,9 @@ def code_loss(params, z, batch, *, model, config):
         # On the codes u: the search ranks by Hamming distance, cosine 1 - 2 Hamming / bits.
         aux = {**aux, "original_not_first": losses.original_not_first(
             codes, batch["identity"], batch["variant"], valid, axis_name=AXIS,
-            temperature=config.loss_kwargs.get("temperature", 0.2),
+            temperature=(config.original_not_first_temperature
+                         or config.loss_kwargs.get("temperature", 0.2)),
+            others_weight=config.original_not_first_others_weight,
             anchors_only=config.original_not_first_anchors_only)}
         total = total + config.original_not_first_weight * aux["original_not_first"]
     # Fraction of +1 bits over the global batch: 0.5 means balanced bits.

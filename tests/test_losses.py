@@ -130,7 +130,7 @@ def ref_pairwise(emb, identity, variant, valid, margin=0.5):
     return np.mean(terms)
 
 
-def ref_original_not_first(emb, identity, variant, valid, temperature=0.2):
+def ref_original_not_first(emb, identity, variant, valid, temperature=0.2, others_weight=1.0):
     s = _cos(emb) / temperature
     terms = []
     for i, _, sidv, di in _relations(identity, variant, valid):
@@ -138,7 +138,8 @@ def ref_original_not_first(emb, identity, variant, valid, temperature=0.2):
         if variant[i] == 0 or not original or not di:
             continue
         first = sum(math.exp(s[i, j]) for j in original)
-        terms.append(-math.log(1.0 - first / (first + sum(math.exp(s[i, j]) for j in di))))
+        others = others_weight * sum(math.exp(s[i, j]) for j in di)
+        terms.append(-math.log(1.0 - first / (first + others)))
     return np.mean(terms)
 
 
@@ -161,6 +162,8 @@ CASES = [
     ("original_not_first", {}, ref_original_not_first),
     ("original_not_first", {"temperature": 1.0},
      functools.partial(ref_original_not_first, temperature=1.0)),
+    ("original_not_first", {"temperature": 0.1, "others_weight": 40.0},
+     functools.partial(ref_original_not_first, temperature=0.1, others_weight=40.0)),
 ]  # fmt: skip
 IDS = [f"{name}-{i}" for i, (name, _, _) in enumerate(CASES)]
 
@@ -286,6 +289,13 @@ def test_original_not_first_by_hand_in_two_dimensions():
                                            temperature=1.0)) < float(value)
     alone = losses.original_not_first(emb[:2], identity[:2], variant[:2], valid[:2])
     assert float(alone) == 0.0
+    # B counted as 5 database entries: p = e^0.5 / (e^0.5 + 5 e^0.87), a smaller loss.
+    weighted = losses.original_not_first(emb, identity, variant, valid, temperature=1.0,
+                                         others_weight=5.0)
+    first = math.exp(0.5) / (math.exp(0.5) + 5 * math.exp(math.sqrt(3) / 2))
+    assert float(weighted) == pytest.approx(-math.log(1.0 - first), rel=1e-6)
+    with pytest.raises(ValueError, match="others_weight"):
+        losses.original_not_first(emb, identity, variant, valid, others_weight=0.0)
 
 
 def test_original_not_first_anchors_only_moves_the_manipulated_codes_alone():

@@ -262,6 +262,8 @@ def test_the_training_loss_is_content_plus_weighted_hashing_terms(hash_method,
     config.quantization_weight, config.bit_balance_weight = 0.37, 0.11
     config.code_space_weight = code_space_weight
     config.original_not_first_weight = not_first_weight
+    # Its own temperature and weight of the other rows, which the trainer must pass on.
+    config.original_not_first_temperature, config.original_not_first_others_weight = 0.3, 2.0
     model = create_model(config, axis_name=train.AXIS)
     batch = input_pipeline.synthetic_batch(input_pipeline.Composition(2, 2, 2), max_objects=2,
                                            crop_size=16, global_size=32, seed=0)
@@ -284,7 +286,7 @@ def test_the_training_loss_is_content_plus_weighted_hashing_terms(hash_method,
                                                **config.loss_kwargs.to_dict())
         aux["original_not_first"] = losses.original_not_first(
             u, batch["identity"], batch["variant"], batch["valid"], axis_name=train.AXIS,
-            temperature=config.loss_kwargs.temperature)
+            temperature=0.3, others_weight=2.0)
         return total, metrics, content, aux
 
     one_device = jax.pmap(parts, axis_name=train.AXIS, devices=jax.devices()[:1])
