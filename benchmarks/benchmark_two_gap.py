@@ -3,6 +3,7 @@ image in the database.
 
     .venv/bin/python benchmarks/benchmark_two_gap.py --workdir runs/demo [--split test]
     .venv/bin/python benchmarks/benchmark_two_gap.py --workdir runs/demo --baselines pdq,chash
+    .venv/bin/python benchmarks/benchmark_two_gap.py --workdir runs/demo --by_edit
 
 Builds Benchmark II's database as `oscar evaluate` does (the split's originals, and the
 distractors: by default the records' train split) and hashes it and the queries with the
@@ -11,7 +12,9 @@ versions it prints the mean and median Hamming distance to their own original an
 nearest other database entry (`metrics.target_gap`), and the share of queries whose original
 is strictly nearer than every other entry. R@1 wants that share high for benign views;
 R@1-bar wants it low for manipulated versions, which needs an edit to move a code further
-than the distance between two different images.
+than the distance between two different images. With `--by_edit` (demo records) the
+manipulated versions are also split by the kind of their scripted edit
+(`separation_by_edit.edit_kinds`): which edits move a code past the nearest other image.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from oscar_jax.inference.codes import hamming_distance  # noqa: E402
 from oscar_jax.inference.hasher import load_hasher  # noqa: E402
 from oscar_jax.workdir import config_records_dir, load_config  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from separation_by_edit import edit_kinds  # noqa: E402
+
 
 def gap_rows(queries: np.ndarray, targets: np.ndarray, database: np.ndarray) -> dict[str, float]:
     """Mean and median distance of `queries` to their target rows of `database` and to the
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="split of the same records added to the database ('' for none)")
     parser.add_argument("--baselines", default="pdq,phash",
                         help=f"comma-separated classical hashes ({', '.join(METHODS)})")
+    parser.add_argument("--by_edit", action="store_true",
+                        help="also one manipulated row per kind of scripted edit (demo records)")
     args = parser.parse_args(argv)
     try:
         baselines = parse_names(args.baselines)
@@ -60,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     records_dir = config_records_dir(load_config(args.workdir))
     hashers = {"oscar": load_hasher(args.workdir)}
     hashers.update({name: load_hasher(None, name) for name in baselines})
+    kinds = edit_kinds(records_dir, args.split) if args.by_edit else None
     records = hash_split(records_dir, args.split, hashers)
     distractors = hash_split(records_dir, args.distractors, hashers) if args.distractors \
         else None
@@ -79,8 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         for side, index in (("benign", roles.benign), ("manipulated", roles.manipulated)):
             targets = np.asarray([column[int(i)] for i in records.identity[index]])
             row = gap_rows(codes[index], targets, database)
-            print(f"| {method} | {side} | {row['own']:.2f} ({row['own median']:g}) | "
-                  f"{row['other']:.2f} ({row['other median']:g}) | {row['nearer']:.3f} |")
+            rows = [(side, row)]
+            if kinds is not None and side == "manipulated":
+                kind = np.asarray([kinds[(int(records.identity[i]), int(records.variant[i]))]
+                                   for i in index])
+                rows += [(f"manipulated: {k} ({int(np.sum(kind == k))})",
+                          gap_rows(codes[index[kind == k]], targets[kind == k], database))
+                         for k in sorted(set(kind.tolist()))]
+            for label, r in rows:
+                print(f"| {method} | {label} | {r['own']:.2f} ({r['own median']:g}) | "
+                      f"{r['other']:.2f} ({r['other median']:g}) | {r['nearer']:.3f} |")
     return 0
 
 

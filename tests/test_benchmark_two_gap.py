@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from preprocessing import manipulations
 from tests import benchmark_scripts
 
 
@@ -44,3 +45,21 @@ def test_command_refuses_bad_arguments(script, tiny_trained, capsys):
     with pytest.raises(SystemExit):
         script.main(["--workdir", workdir, "--distractors", "test"])
     assert "another split" in capsys.readouterr().err
+
+
+def test_by_edit_splits_the_manipulated_versions_by_kind(script, tiny_trained, capsys):
+    workdir, _, _ = tiny_trained
+    assert script.main(["--workdir", workdir, "--baselines", "", "--by_edit"]) == 0
+    out = capsys.readouterr().out
+    manipulated = int(out.split(" manipulated queries")[0].split()[-1])
+    cells = {c[2]: (float(c[-2]), c) for c in
+             (line.split("|") for line in out.splitlines() if "| oscar | manipulated" in line)}
+    overall = cells.pop(" manipulated ")[0]
+    counts = {label.split(": ")[1].split(" (")[0]: int(label.split("(")[1].rstrip(") "))
+              for label in cells}
+    assert set(counts) <= set(manipulations.MANIPULATIONS) and counts
+    assert sum(counts.values()) == manipulated
+    # Each kind's share nearer its original, weighted by its count, is the overall share.
+    weighted = sum(cells[label][0] * counts[label.split(": ")[1].split(" (")[0]]
+                   for label in cells) / manipulated
+    assert weighted == pytest.approx(overall, abs=2e-3)
