@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| method | queries | to own original: mean (median) | to nearest other: mean "
           "(median) | own original strictly nearer |")
     print("|---|---|---|---|---|")
+    if kinds is not None:
+        kind = np.asarray([kinds[(int(records.identity[i]), int(records.variant[i]))]
+                           for i in roles.manipulated])
     for method, codes in records.codes.items():
         database = codes[roles.originals]
         if distractors is not None:
@@ -90,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
             row = gap_rows(codes[index], targets, database)
             rows = [(side, row)]
             if kinds is not None and side == "manipulated":
-                kind = np.asarray([kinds[(int(records.identity[i]), int(records.variant[i]))]
-                                   for i in index])
                 rows += [(f"manipulated: {k} ({int(np.sum(kind == k))})",
                           gap_rows(codes[index[kind == k]], targets[kind == k], database))
                          for k in sorted(set(kind.tolist()))]

@@ -25,6 +25,7 @@ anchors with respect to its rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -367,15 +368,15 @@ def original_not_first(
       anchors_only: the gradient reaches only the manipulated anchors' own embeddings.
       axis_name: pmap axis to gather the other rows over, or None on one device.
     """
-    p = _pairs(embeddings, identity, variant, valid, axis_name, fixed_columns=anchors_only)
-    logits = p.sim / temperature
-    original = p.same_identity_other_variant & (p.column_variant == 0)[None, :]
     if others_weight <= 0:
         raise ValueError(f"others_weight counts database entries per other row; it must be "
                          f"positive, got {others_weight}")
+    p = _pairs(embeddings, identity, variant, valid, axis_name, fixed_columns=anchors_only)
+    logits = p.sim / temperature
+    original = p.same_identity_other_variant & (p.column_variant == 0)[None, :]
     per_anchor = jax.nn.softplus(_masked_logsumexp(logits, original)
                                  - _masked_logsumexp(logits, p.other_identity)
-                                 - jnp.log(jnp.float32(others_weight)))
+                                 - math.log(others_weight))
     anchors = ((p.anchor_variant > 0) & jnp.any(original, axis=-1)
                & jnp.any(p.other_identity, axis=-1))
     return global_mean(per_anchor, anchors, axis_name)

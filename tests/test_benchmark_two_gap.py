@@ -52,14 +52,14 @@ def test_by_edit_splits_the_manipulated_versions_by_kind(script, tiny_trained, c
     assert script.main(["--workdir", workdir, "--baselines", "", "--by_edit"]) == 0
     out = capsys.readouterr().out
     manipulated = int(out.split(" manipulated queries")[0].split()[-1])
-    cells = {c[2]: (float(c[-2]), c) for c in
-             (line.split("|") for line in out.splitlines() if "| oscar | manipulated" in line)}
-    overall = cells.pop(" manipulated ")[0]
+    shares = {c[2]: float(c[-2]) for c in
+              (line.split("|") for line in out.splitlines() if "| oscar | manipulated" in line)}
+    overall = shares.pop(" manipulated ")
     counts = {label.split(": ")[1].split(" (")[0]: int(label.split("(")[1].rstrip(") "))
-              for label in cells}
+              for label in shares}
     assert set(counts) <= set(manipulations.MANIPULATIONS) and counts
     assert sum(counts.values()) == manipulated
     # Each kind's share nearer its original, weighted by its count, is the overall share.
-    weighted = sum(cells[label][0] * counts[label.split(": ")[1].split(" (")[0]]
-                   for label in cells) / manipulated
+    weighted = sum(shares[label] * counts[label.split(": ")[1].split(" (")[0]]
+                   for label in shares) / manipulated
     assert weighted == pytest.approx(overall, abs=2e-3)
