@@ -17,12 +17,29 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 # threaded Eigen costs little with two devices on two cores. Subprocesses inherit it.
 if "xla_cpu_multi_thread_eigen" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_cpu_multi_thread_eigen=false"
+# Most of the suite's time is XLA compiling the same few small programs again: every
+# train_and_evaluate builds its own pmapped step, and many tests train the same tiny config.
+# One compilation cache per test run, made here by the first process (the xdist controller)
+# and inherited by its workers and every subprocess they start, compiles each program once.
+# It starts empty each run and is removed at the end; a cache the caller set is left alone.
+_OWN_COMPILATION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _OWN_COMPILATION_CACHE = tempfile.mkdtemp(prefix="oscar-jax-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_COMPILATION_CACHE
 
 
 import contextlib  # noqa: E402
 import fcntl  # noqa: E402
+import shutil  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    if _OWN_COMPILATION_CACHE is not None:
+        shutil.rmtree(_OWN_COMPILATION_CACHE, ignore_errors=True)
 
 
 @contextlib.contextmanager
