@@ -37,6 +37,12 @@ import shutil  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    # xdist hands tests out in this order: a test of several minutes started last would
+    # hold the run while the other worker sits idle.
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 def pytest_unconfigure(config):
     if _OWN_COMPILATION_CACHE is not None:
         shutil.rmtree(_OWN_COMPILATION_CACHE, ignore_errors=True)

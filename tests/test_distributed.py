@@ -122,6 +122,7 @@ def read_losses(workdir) -> list[tuple[int, float]]:
         return [(m["step"], m["loss"]) for m in map(json.loads, f)]
 
 
+@pytest.mark.heavy
 def test_two_processes_train_like_one_process_with_two_devices(data_dir, tmp_path):
     shared, single = tmp_path / "two_processes", tmp_path / "one_process"
     coordinator = f"127.0.0.1:{free_port()}"

@@ -124,6 +124,7 @@ def test_full_config_without_records_prints_the_build_command(tmp_path):
         result.stderr)
 
 
+@pytest.mark.heavy
 def test_runlocal_full_model_compiles_and_steps(tmp_path):
     assert jax.local_device_count() == 2
     config = full_config.get_config("runlocal")
@@ -180,6 +181,7 @@ def test_init_from_copies_the_pretrained_cnn_into_both_streams(data_dir, tmp_pat
                          pretrained[collection]["global_cnn"])
 
 
+@pytest.mark.heavy
 def test_sigterm_then_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
     steps = ["--config.total_steps=60", "--config.checkpoint_every=100", "--config.log_every=1"]
     cache = tmp_path / "jax-cache"
