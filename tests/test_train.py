@@ -57,14 +57,10 @@ def final_params(workdir) -> dict:
     return variables
 
 
-def run_cli(workdir, data_dir, *extra, wait=True, cache=None):
+def run_cli(workdir, data_dir, *extra, wait=True):
     command = [sys.executable, "-m", "oscar_jax.train", "--config", "configs/demo.py:tiny",
                "--workdir", str(workdir), f"--config.data_dir={data_dir}", *extra]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    if cache:  # later runs of one test reuse the compiled step
-        env.update(JAX_COMPILATION_CACHE_DIR=str(cache),
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
     if wait:
         return subprocess.run(dies_with_parent(command), cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=600)
@@ -184,12 +180,11 @@ def test_init_from_copies_the_pretrained_cnn_into_both_streams(data_dir, tmp_pat
 @pytest.mark.heavy
 def test_sigterm_then_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
     steps = ["--config.total_steps=60", "--config.checkpoint_every=100", "--config.log_every=1"]
-    cache = tmp_path / "jax-cache"
-    straight = run_cli(tmp_path / "straight", data_dir, *steps, cache=cache)
+    straight = run_cli(tmp_path / "straight", data_dir, *steps)
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     interrupted = tmp_path / "interrupted"
-    process = run_cli(interrupted, data_dir, *steps, wait=False, cache=cache)
+    process = run_cli(interrupted, data_dir, *steps, wait=False)
     deadline = time.time() + 300
     while time.time() < deadline:
         metrics = interrupted / "metrics.jsonl"
@@ -203,7 +198,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
     stopped_at = int(out.split("SIGTERM: saved step ")[1].split()[0])
     assert 4 <= stopped_at < 60, out
 
-    resumed = run_cli(interrupted, data_dir, *steps, cache=cache)
+    resumed = run_cli(interrupted, data_dir, *steps)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from step {stopped_at}" in resumed.stdout
     jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / "straight"),
